@@ -1,0 +1,1 @@
+"""attributor: data and model provenance for PyTorch models."""

@@ -1,0 +1,291 @@
+"""FeatureStore: the directory every later stage reads.
+
+Layout::
+
+    STORE/
+      manifest.json                      schema version, settings, splits, chunk checksums
+      .lock                              held (flock) by the one process writing
+      <split>/ckpt<c>/features_<i>.npy   (rows, k) features of chunk i at checkpoint c
+      <split>/ckpt<c>/out_to_loss_<i>.npy  (rows,) TRAK's Q of the same rows
+
+Chunk i of a split holds rows ``[i * chunk_size, min((i + 1) * chunk_size, n))``. Every
+file is written to a temporary name and renamed into place, and the manifest (rewritten
+the same way) is the commit point: a chunk counts as done only once its checksums are in
+the manifest. A run killed at any instant therefore leaves a store that resumes to
+exactly the features of an uninterrupted run. The per-example done mask follows from the
+committed chunks (``done_mask``).
+
+Settings (task, model, checkpoint ids, projector spec, dtype, chunk size, dimensions) are
+fixed when the store is created; opening it with different settings is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from attributor._io import atomic_save_npy, atomic_write_json, sha256_file
+from attributor.errors import StoreCorruptedError, StoreError, StoreMismatchError
+
+__all__ = ["FeatureStore", "SCHEMA_VERSION", "DTYPES"]
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+DTYPES = ("float16", "float32", "float64")
+
+
+class FeatureStore:
+    """A folder of memory-mappable, checksummed feature chunks. Use :meth:`create` or :meth:`open`."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]):
+        self.path = Path(path)
+        self._manifest = manifest
+        self._verified: set[str] = set()
+        self._lock_handle: Any = None
+
+    # -- the four verbs -------------------------------------------------------------
+    @staticmethod
+    def exists(path: str | os.PathLike[str]) -> bool:
+        return (Path(path) / MANIFEST).is_file()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> "FeatureStore":
+        """Open an existing store for reading (and resuming)."""
+        path = Path(path)
+        if not cls.exists(path):
+            raise StoreError(f"no feature store at {path} (run `attributor featurize` first)")
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise StoreCorruptedError(f"cannot read {path / MANIFEST}: {err}") from None
+        if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+            found = manifest.get("schema_version") if isinstance(manifest, dict) else None
+            raise StoreCorruptedError(
+                f"{path / MANIFEST} has schema version {found!r}; this attributor reads version {SCHEMA_VERSION}"
+            )
+        for key in ("settings", "splits"):
+            if not isinstance(manifest.get(key), dict):
+                raise StoreCorruptedError(f"{path / MANIFEST} has no {key!r} section")
+        return cls(path, manifest)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], settings: dict[str, Any], *, overwrite: bool = False) -> "FeatureStore":
+        """Create a store, or reopen one written with the same settings (to resume or add splits).
+
+        An existing store with other settings is refused unless ``overwrite`` is true, in
+        which case it is deleted first.
+        """
+        path = Path(path)
+        settings = json.loads(json.dumps(settings))  # normalise to what JSON round-trips
+        if settings.get("dtype") not in DTYPES:
+            raise StoreError(f"store dtype must be one of {DTYPES}, got {settings.get('dtype')!r}")
+        if cls.exists(path):
+            store = cls.open(path)
+            diff = _differences(store.settings, settings)
+            if not diff:
+                return store
+            if not overwrite:
+                raise StoreMismatchError(
+                    f"the feature store at {path} was written with other settings ({'; '.join(diff)}); "
+                    "use another output directory or pass --overwrite"
+                )
+            shutil.rmtree(path)
+        elif path.exists() and any(path.iterdir()):
+            raise StoreError(f"{path} exists and is not a feature store; refusing to write into it")
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "settings": settings,
+            "splits": {},
+        }
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path / MANIFEST, manifest)
+        return cls(path, manifest)
+
+    def save(self) -> None:
+        """Commit the manifest (atomic rename)."""
+        atomic_write_json(self.path / MANIFEST, self._manifest)
+
+    # -- settings ---------------------------------------------------------------------
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self._manifest["settings"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.settings["dim"])
+
+    @property
+    def n_checkpoints(self) -> int:
+        return len(self.settings["checkpoints"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.settings["dtype"])
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.settings["chunk_size"])
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(self._manifest["splits"])
+
+    # -- splits and chunks ----------------------------------------------------------
+    def add_split(self, name: str, n: int, data_id: str | None = None) -> None:
+        """Declare a split of ``n`` examples; refused if it exists with another size or data."""
+        if not name or "/" in name or name.startswith("."):
+            raise StoreError(f"invalid split name {name!r}")
+        splits = self._manifest["splits"]
+        if name in splits:
+            old = splits[name]
+            if old["n"] != n or old.get("data_id") != data_id:
+                raise StoreMismatchError(
+                    f"split {name!r} of the store at {self.path} holds other data "
+                    f"(n={old['n']}, data_id={old.get('data_id')}; now n={n}, data_id={data_id}); "
+                    "use another output directory or pass --overwrite"
+                )
+            return
+        splits[name] = {"n": int(n), "data_id": data_id, "chunks": {str(c): {} for c in range(self.n_checkpoints)}}
+        self.save()
+
+    def split_size(self, split: str) -> int:
+        return int(self._split(split)["n"])
+
+    def chunk_bounds(self, split: str) -> list[tuple[int, int, int]]:
+        """``(index, start, stop)`` of every chunk of ``split``."""
+        n, size = self.split_size(split), self.chunk_size
+        return [(i, start, min(start + size, n)) for i, start in enumerate(range(0, n, size))]
+
+    def done_mask(self, split: str, checkpoint: int) -> np.ndarray:
+        """Boolean (n,): which examples of ``split`` have committed features at ``checkpoint``."""
+        mask = np.zeros(self.split_size(split), dtype=bool)
+        done = self._split(split)["chunks"][str(checkpoint)]
+        for index, start, stop in self.chunk_bounds(split):
+            if str(index) in done:
+                mask[start:stop] = True
+        return mask
+
+    def missing_chunks(self, split: str, checkpoint: int) -> list[tuple[int, int, int]]:
+        done = self._split(split)["chunks"][str(checkpoint)]
+        return [bounds for bounds in self.chunk_bounds(split) if str(bounds[0]) not in done]
+
+    def is_complete(self, split: str) -> bool:
+        return all(not self.missing_chunks(split, c) for c in range(self.n_checkpoints))
+
+    def require_complete(self, split: str) -> None:
+        if not self.is_complete(split):
+            missing = sum(len(self.missing_chunks(split, c)) for c in range(self.n_checkpoints))
+            raise StoreError(
+                f"split {split!r} of the store at {self.path} is incomplete ({missing} chunks missing); "
+                "run `attributor featurize` again to finish it"
+            )
+
+    # -- writing ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self) -> Iterator["FeatureStore"]:
+        """Hold the store's write lock; a second writer is refused instead of corrupting it."""
+        handle = open(self.path / ".lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreError(f"another process is writing the feature store at {self.path}") from None
+        self._lock_handle = handle
+        try:
+            yield self
+        finally:
+            self._lock_handle = None
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    def write_chunk(self, split: str, checkpoint: int, index: int, features: np.ndarray, out_to_loss: np.ndarray) -> None:
+        """Write chunk ``index`` of ``split`` at ``checkpoint`` and commit it in the manifest."""
+        if self._lock_handle is None:
+            raise StoreError("write chunks inside `with store.writing():`")
+        _, start, stop = self.chunk_bounds(split)[index]
+        if features.shape != (stop - start, self.dim) or out_to_loss.shape != (stop - start,):
+            raise StoreError(
+                f"chunk {index} of {split!r} needs features of shape {(stop - start, self.dim)} and out_to_loss "
+                f"of shape {(stop - start,)}; got {features.shape} and {out_to_loss.shape}"
+            )
+        folder = self.path / split / f"ckpt{checkpoint:03d}"
+        q_dtype = np.float64 if self.dtype == np.float64 else np.float32
+        entry = {
+            "features": atomic_save_npy(folder / f"features_{index:06d}.npy", features.astype(self.dtype)),
+            "out_to_loss": atomic_save_npy(folder / f"out_to_loss_{index:06d}.npy", out_to_loss.astype(q_dtype)),
+        }
+        self._split(split)["chunks"][str(checkpoint)][str(index)] = entry
+        self.save()
+
+    # -- reading ----------------------------------------------------------------------
+    def read_chunk(self, split: str, checkpoint: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Memory-mapped ``(features, out_to_loss)`` of one committed chunk, checksums verified."""
+        entry = self._split(split)["chunks"][str(checkpoint)].get(str(index))
+        if entry is None:
+            raise StoreError(f"chunk {index} of {split!r} at checkpoint {checkpoint} is not featurized yet")
+        folder = self.path / split / f"ckpt{checkpoint:03d}"
+        arrays = []
+        for name in ("features", "out_to_loss"):
+            file = folder / f"{name}_{index:06d}.npy"
+            key = str(file)
+            if key not in self._verified:
+                if not file.is_file():
+                    raise StoreCorruptedError(f"{file} is listed in the manifest but missing; re-run featurize with --overwrite")
+                if sha256_file(file) != entry[name]:
+                    raise StoreCorruptedError(f"{file} does not match its checksum; the store is corrupted, re-run featurize with --overwrite")
+                self._verified.add(key)
+            arrays.append(np.load(file, mmap_mode="r", allow_pickle=False))
+        return arrays[0], arrays[1]
+
+    def iter_chunks(self, split: str, checkpoint: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """Yield ``(start, stop, features, out_to_loss)`` chunk by chunk (bounded memory)."""
+        self.require_complete(split)
+        for index, start, stop in self.chunk_bounds(split):
+            features, out_to_loss = self.read_chunk(split, checkpoint, index)
+            yield start, stop, features, out_to_loss
+
+    def features(self, split: str, checkpoint: int) -> np.ndarray:
+        """All features of ``split`` at ``checkpoint``, shape (n, k), loaded into memory."""
+        return np.concatenate([np.asarray(f) for _, _, f, _ in self.iter_chunks(split, checkpoint)])
+
+    def out_to_loss(self, split: str, checkpoint: int) -> np.ndarray:
+        """Q of ``split`` at ``checkpoint``, shape (n,)."""
+        return np.concatenate([np.asarray(q) for _, _, _, q in self.iter_chunks(split, checkpoint)])
+
+    def verify(self) -> None:
+        """Check the checksum of every committed chunk; raise StoreCorruptedError on the first bad one."""
+        for split in self.splits:
+            for checkpoint in range(self.n_checkpoints):
+                for index in self._split(split)["chunks"][str(checkpoint)]:
+                    self.read_chunk(split, checkpoint, int(index))
+
+    def _split(self, split: str) -> dict[str, Any]:
+        try:
+            return self._manifest["splits"][split]
+        except KeyError:
+            raise StoreError(f"the feature store at {self.path} has no split {split!r} (it has: {', '.join(self.splits) or 'none'})") from None
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: stored {_short(a)}, asked {_short(b)}")
+    return diffs
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
