@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/attributor demo --out runs/demo --overwrite
+	$(VENV)/bin/attributor demo --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -32,6 +32,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from attributor._compare import differences
 from attributor._io import atomic_save_npy, atomic_write_json, sha256_file
 from attributor.errors import StoreCorruptedError, StoreError, StoreMismatchError
 
@@ -89,7 +90,7 @@ class FeatureStore:
             raise StoreError(f"store dtype must be one of {DTYPES}, got {settings.get('dtype')!r}")
         if cls.exists(path):
             store = cls.open(path)
-            diff = _differences(store.settings, settings)
+            diff = [f"{key}: {change}" for key, change in differences(store.settings, settings)]
             if not diff:
                 return store
             if not overwrite:
@@ -274,18 +275,3 @@ class FeatureStore:
         except KeyError:
             raise StoreError(f"the feature store at {self.path} has no split {split!r} (it has: {', '.join(self.splits) or 'none'})") from None
 
-
-def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    diffs = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            diffs.append(f"{prefix}{key}: stored {_short(a)}, asked {_short(b)}")
-    return diffs
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."

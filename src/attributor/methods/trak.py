@@ -40,7 +40,7 @@ class TRAK(Method, key="trak"):
         checkpoints: indices of the store's checkpoints to ensemble over (default: all).
     """
 
-    def __init__(self, damping: float = 1e-3, checkpoints: Sequence[int] | None = None):
+    def __init__(self, damping: float = 1e-2, checkpoints: Sequence[int] | None = None):
         self.damping = damping
         self.checkpoints = checkpoints
 

@@ -1,0 +1,153 @@
+"""The ``attributor`` command line: a thin layer over :class:`~attributor.pipelines.Run`.
+
+Every command takes ``--config FILE`` (YAML or JSON) and ``--set section.key=value``
+overrides (the keys of :mod:`attributor.config`). Without ``--config``, an existing run
+directory's saved config is the base, else the defaults. Bad input ends in one line on
+stderr and exit status 2; set ATTRIBUTOR_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from attributor.errors import AttributorError, ConfigError
+
+app = typer.Typer(
+    name="attributor",
+    help="Data and model provenance: which training data made a model do this?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML or JSON config file.")
+SetOpt = typer.Option(None, "--set", "-s", help="Override one config key, e.g. --set featurize.proj_dim=512 (repeatable).")
+OutOpt = typer.Option(Path("runs/attributor"), "--out", "-o", help="Run directory.")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Recompute from the first stage whose settings changed.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def _open_run(config: Optional[Path], sets: Optional[List[str]], out: Path, overwrite: bool, quiet: bool, extra: dict[str, Any] | None = None):
+    from attributor.config import load_config
+    from attributor.pipelines import Run
+
+    base = config
+    if base is None and (out / "config.json").is_file():
+        base = out / "config.json"
+    overrides = list(sets or []) + [f"{key}={json.dumps(value)}" for key, value in (extra or {}).items() if value is not None]
+    return Run(out, load_config(base, overrides), overwrite=overwrite, progress=not quiet)
+
+
+@app.command()
+def featurize(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Path = OutOpt,
+              proj_dim: Optional[int] = typer.Option(None, "--proj-dim", help="Projected dimension k."),
+              overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
+    """Prepare the data, train the checkpoints if needed, and write projected gradient features."""
+    run = _open_run(config, set_, out, overwrite, quiet, {"featurize.proj_dim": proj_dim})
+    store = run.store()
+    typer.echo(f"features: {store.path} (train {store.split_size('train')}, test {store.split_size('test')}, "
+               f"k={store.dim}, {store.n_checkpoints} checkpoints)")
+
+
+@app.command()
+def score(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Path = OutOpt,
+          method: Optional[str] = typer.Option(None, "--method", "-m", help="Attribution method (see `attributor methods`)."),
+          overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
+    """Score every test query against every training example; write scores, rankings and metadata."""
+    run = _open_run(config, set_, out, overwrite, quiet, {"score.method": method})
+    scores, _ = run.scores()
+    typer.echo(f"scores: {out / 'scores'} ({scores.n_queries} queries); rankings: {out / 'topk.csv'}, "
+               f"{out / 'self_influence.csv'}")
+
+
+@app.command()
+def rank(out: Path = OutOpt,
+         query: Optional[int] = typer.Option(None, "--query", help="Show the proponents and opponents of this test query."),
+         top: int = typer.Option(10, "--top", min=1, help="How many rows to show."),
+         csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the shown ranking to this CSV file.")) -> None:
+    """Show a ranking from a scored run: the most self-influential training examples, or one query's top-k."""
+    from attributor.pipelines.ranking import query_ranking, self_influence_ranking
+
+    header, rows = query_ranking(out, query, top) if query is not None else self_influence_ranking(out, top)
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)] if rows else [len(h) for h in header]
+    for line in [header, *rows]:
+        typer.echo("  ".join(str(cell).rjust(width) for cell, width in zip(line, widths)))
+    if csv_path is not None:
+        from attributor.pipelines.ranking import write_rows
+
+        write_rows(csv_path, header, rows)
+        typer.echo(f"written: {csv_path}")
+
+
+@app.command()
+def report(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Path = OutOpt,
+           compare: Optional[Path] = typer.Option(None, "--compare", help="Another run directory to compare with."),
+           overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
+    """Write plots, report.html, results.md and metrics.json for a run."""
+    run = _open_run(config, set_, out, overwrite, quiet, {"report.compare": str(compare) if compare else None})
+    run.report()
+    typer.echo(f"report: {(out / 'report.html').resolve()}")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
+         config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+         overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
+    """The main job: digits with 10% flipped labels, an MLP, TRAK, mislabel detection, a report."""
+    run = _open_run(config, set_, out, overwrite, quiet)
+    metrics = run.report()
+    typer.echo(f"test accuracy {metrics['test_accuracy']:.3f}")
+    if "mislabel_auc" in metrics:
+        typer.echo(f"mislabel detection AUC {metrics['mislabel_auc']:.3f} (random ranking {metrics['mislabel_auc_random']:.3f})")
+    typer.echo(f"top-{metrics['topk']} label agreement {metrics['topk_label_agreement']:.3f} "
+               f"(random {metrics['topk_label_agreement_random']:.3f})")
+    typer.echo(f"report: {(out / 'report.html').resolve()}")
+
+
+@app.command()
+def methods() -> None:
+    """List the registered attribution methods."""
+    from attributor.methods import Method, method_names
+
+    for name in method_names():
+        doc = (Method.lookup(name).__doc__ or "").strip().splitlines()
+        typer.echo(f"{name:12s} {doc[0] if doc else ''}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning every user error into one line and a non-zero exit."""
+    try:
+        app(args=argv, standalone_mode=False)
+        return 0
+    except typer.Exit as done:
+        return done.exit_code
+    except typer.TyperException as err:  # usage errors: unknown flag, bad value
+        show = getattr(err, "show", None)
+        show() if show else typer.echo(f"error: {err.format_message()}", err=True)
+        return 2
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except (AttributorError, ConfigError) as err:
+        if os.environ.get("ATTRIBUTOR_DEBUG"):
+            raise
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as err:  # a bug, not bad input: still one line, traceback on request
+        if os.environ.get("ATTRIBUTOR_DEBUG"):
+            raise
+        typer.echo(f"internal error: {type(err).__name__}: {err} (set ATTRIBUTOR_DEBUG=1 for the traceback)", err=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

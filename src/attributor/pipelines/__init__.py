@@ -1,0 +1,5 @@
+"""End-to-end experiments, one per workflow."""
+
+from attributor.pipelines.run import Run
+
+__all__ = ["Run"]

@@ -1,0 +1,168 @@
+"""The report stage of a run: metrics (each beside its chance baseline), plots, HTML, Markdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from attributor._io import atomic_write_json
+from attributor.errors import StoreError
+from attributor.evaluation import detection_auc, label_agreement, recall_at_fractions
+from attributor.reports import (
+    Section,
+    Table,
+    plot_run_comparison,
+    plot_score_distribution_by_class,
+    plot_self_influence_by_group,
+    plot_top_influential,
+    write_html_report,
+    write_markdown_report,
+)
+from attributor.scores import Scores
+
+if TYPE_CHECKING:
+    from attributor.pipelines.run import Run
+
+__all__ = ["compute_metrics", "write_report"]
+
+
+def compute_metrics(run: "Run", scores: Scores, self_influence: np.ndarray) -> dict[str, Any]:
+    """Everything metrics.json holds. Mislabel metrics only when labels were corrupted."""
+    data = run.data()
+    metrics: dict[str, Any] = {
+        "n_train": int(len(data.y_train)),
+        "n_test": int(len(data.y_test)),
+        "n_flipped": int(data.flipped.sum()),
+        "test_accuracy": run.final_accuracy(),
+        "method": run.config.score.method,
+        "topk": int(scores.top_indices.shape[1]),
+    }
+    agreement = label_agreement(scores.top_indices, data.y_test, data.y_train)
+    metrics["topk_label_agreement"] = agreement["agreement"]
+    metrics["topk_label_agreement_random"] = agreement["agreement_random"]
+    if data.flipped.any():
+        auc = detection_auc(self_influence, data.flipped)
+        metrics["mislabel_auc"] = auc["auc"]
+        metrics["mislabel_auc_random"] = auc["auc_random"]
+        metrics["mislabel_auc_random_std"] = auc["auc_random_std"]
+        for key, value in recall_at_fractions(self_influence, data.flipped).items():
+            metrics[f"mislabel_{key}"] = value
+            metrics[f"mislabel_{key}_random"] = float(key.split("@")[1].rstrip("%")) / 100
+        single = _last_checkpoint_self_influence(run)
+        if single is not None:
+            metrics["mislabel_auc_last_checkpoint"] = detection_auc(single, data.flipped)["auc"]
+    return metrics
+
+
+def write_report(run: "Run", scores: Scores, self_influence: np.ndarray) -> dict[str, Any]:
+    """Write RUN/plots/*, report.html, results.md and (last) metrics.json; return the metrics."""
+    out, data, args = run.out, run.data(), run.config.report
+    metrics = compute_metrics(run, scores, self_influence)
+    plots = out / "plots"
+    groups = np.where(data.flipped, "flipped", "clean") if data.flipped.any() else np.array(["train"] * len(self_influence))
+    figures = {
+        "self_influence": plot_self_influence_by_group(self_influence, list(groups), plots / "self_influence_by_group.png",
+                                                       title="Self-influence of clean and flipped training examples"),
+        "top": plot_top_influential(data.X_test, data.y_test, data.X_train, data.y_train, scores.top_indices,
+                                    scores.top_values, scores.bottom_indices, scores.bottom_values,
+                                    plots / "top_influential.png", image_shape=data.image_shape,
+                                    n_queries=min(args.n_queries, scores.n_queries),
+                                    k=min(args.k, scores.top_indices.shape[1]), flipped=data.flipped),
+    }
+    if scores.values is not None:
+        figures["distribution"] = plot_score_distribution_by_class(np.asarray(scores.values), data.y_test, data.y_train,
+                                                                   plots / "score_distribution_by_class.png")
+    comparisons = []
+    single = _last_checkpoint_self_influence(run)
+    if single is not None:
+        comparisons.append(plot_run_comparison(single, self_influence, "last checkpoint only", "checkpoint ensemble",
+                                               plots / "compare_last_vs_ensemble.png",
+                                               title="Self-influence: one checkpoint vs the ensemble"))
+    if args.compare:
+        other = _other_self_influence(Path(args.compare), len(self_influence))
+        comparisons.append(plot_run_comparison(other, self_influence, f"run {args.compare}", f"run {out}",
+                                               plots / "compare_runs.png", title="Self-influence of two runs"))
+    sections = _sections(run, metrics, self_influence, figures, comparisons)
+    title = f"attributor: {run.config.score.method.upper()} attribution on {data.name}"
+    write_html_report(out / "report.html", title, sections)
+    write_markdown_report(out / "results.md", title, sections)
+    atomic_write_json(out / "metrics.json", _rounded(metrics))
+    return metrics
+
+
+def _sections(run, metrics, self_influence, figures, comparisons) -> list[Section]:
+    data, config = run.data(), run.config
+    rows = []
+    if "mislabel_auc" in metrics:
+        rows.append(["mislabel detection AUC (self-influence)", metrics["mislabel_auc"], metrics["mislabel_auc_random"]])
+        if "mislabel_auc_last_checkpoint" in metrics:
+            rows.append(["mislabel detection AUC, last checkpoint only", metrics["mislabel_auc_last_checkpoint"],
+                         metrics["mislabel_auc_random"]])
+        rows += [[f"flipped labels found in the top {key.split('@')[1]}", metrics[f"mislabel_{key}"],
+                  metrics[f"mislabel_{key}_random"]] for key in ("recall@5%", "recall@10%", "recall@20%")]
+    rows.append([f"top-{metrics['topk']} proponents sharing the query's label", metrics["topk_label_agreement"],
+                 metrics["topk_label_agreement_random"]])
+    rows.append(["test accuracy (final checkpoint)", metrics["test_accuracy"], ""])
+    summary = Section(
+        "Summary",
+        text=(f"{config.score.method.upper()} scores of {metrics['n_test']} test queries against {metrics['n_train']} "
+              f"training examples of {data.name} ({metrics['n_flipped']} training labels flipped at random), from "
+              f"{len(config.train.checkpoint_epochs)} checkpoints of a {config.model.name} model, gradients projected to "
+              f"{config.featurize.proj_dim} dimensions ({config.featurize.projection}).\n\n"
+              "Positive scores mark proponents: training examples that push the query's margin up. Every metric is "
+              "shown beside the same metric for a random ranking."),
+        tables=[Table("Metrics", ["metric", "value", "random baseline"], rows)],
+    )
+    order = np.argsort(-self_influence, kind="stable")[:20]
+    suspicious = Table("The 20 most self-influential training examples",
+                       ["rank", "train index", "self-influence", "label", "original label", "flipped"],
+                       [[r + 1, int(j), float(self_influence[j]), int(data.y_train[j]), int(data.y_train_clean[j]),
+                         "yes" if data.flipped[j] else "no"] for r, j in enumerate(order)])
+    sections = [
+        summary,
+        Section("Mislabel detection by self-influence",
+                text="Examples whose label was flipped should have large self-influence: the model needs them to "
+                     "explain themselves.", images=[figures["self_influence"]], tables=[suspicious]),
+        Section("Most influential training examples",
+                text="For the first test queries: the query, its strongest proponents and its strongest opponents "
+                     "(flipped training labels in red).",
+                images=[figures["top"]] + ([figures["distribution"]] if "distribution" in figures else [])),
+    ]
+    if comparisons:
+        sections.append(Section("Comparisons", text="Each point is one training example.", images=comparisons))
+    settings = [[f"{section}.{key}", json.dumps(value)] for section, values in config.model_dump(mode="json").items()
+                for key, value in values.items()]
+    sections.append(Section("Settings", tables=[Table("Resolved configuration", ["key", "value"], settings)]))
+    return sections
+
+
+def _last_checkpoint_self_influence(run: "Run") -> np.ndarray | None:
+    """Self-influence from the last checkpoint alone (an ablation of the ensemble), if it applies."""
+    from attributor.methods import get_method
+    from attributor.pipelines.run import _accepted
+
+    args = run.config.score
+    store = run.store()
+    kwargs = _accepted(args.method, {"damping": args.damping, "checkpoints": [store.n_checkpoints - 1]})
+    if store.n_checkpoints < 2 or "checkpoints" not in kwargs:
+        return None
+    if args.checkpoints is not None and list(args.checkpoints) == [store.n_checkpoints - 1]:
+        return None
+    return get_method(args.method, **kwargs).fit(store, "train").self_influence()
+
+
+def _other_self_influence(folder: Path, n: int) -> np.ndarray:
+    path = folder / "scores" / "self_influence.npy"
+    if not path.is_file():
+        raise StoreError(f"report.compare: {folder} has no scores/self_influence.npy (run `attributor score` there first)")
+    values = np.load(path, allow_pickle=False)
+    if values.shape != (n,):
+        raise StoreError(f"report.compare: {folder} has {values.shape[0]} training examples, this run has {n}")
+    return values
+
+
+def _rounded(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}

@@ -1,0 +1,233 @@
+"""A run directory: one experiment's config and the artifacts of each stage.
+
+Stages, in order (each reads the ones before it)::
+
+    data       data.npz                    prepared splits, labels, corrupted flags
+    train      checkpoints/epoch_*.pt      the checkpoint ensemble
+    featurize  store/                      FeatureStore, splits "train" and "test"
+    score      scores/, topk.csv, self_influence.csv, metadata.json
+    report     plots/, report.html, results.md, metrics.json
+
+``config.json`` holds the resolved :class:`~attributor.config.RunConfig`. Reopening the
+directory with a different config is refused unless ``overwrite`` is given; then every
+stage from the first one whose settings changed is recomputed, and nothing earlier. A
+stage whose artifacts exist is not recomputed, so each command picks up where the last
+one stopped (featurize even inside a stage, chunk by chunk).
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attributor._compare import differences
+from attributor._io import atomic_save_npy, atomic_write_json, atomic_write_text
+from attributor.config import RunConfig
+from attributor.data import ArrayDataset, DatasetSplits, data_id, load_dataset
+from attributor.errors import StoreError, StoreMismatchError
+from attributor.features import FeatureStore, featurize, make_projector
+from attributor.methods import get_method
+from attributor.models import build_model, load_checkpoint
+from attributor.models.training import evaluate_accuracy, train
+from attributor.scores import Scores
+from attributor.task import ClassificationTask
+
+__all__ = ["Run", "STAGES"]
+
+STAGES = ("data", "train", "featurize", "score", "report")
+#: config section -> the first stage it affects
+SECTION_STAGE = {"data": "data", "model": "train", "train": "train", "featurize": "featurize", "score": "score", "report": "report"}
+STAGE_ARTIFACTS = {
+    "data": ["data.npz"],
+    "train": ["checkpoints"],
+    "featurize": ["store"],
+    "score": ["scores", "topk.csv", "self_influence.csv", "metadata.json"],
+    "report": ["plots", "report.html", "results.md", "metrics.json"],
+}
+
+
+class Run:
+    """Open (or create) the run directory ``out`` for ``config``.
+
+    Example:
+        >>> run = Run("runs/quick", RunConfig())          # doctest: +SKIP
+        >>> scores, self_influence = run.scores()         # trains and featurizes as needed
+    """
+
+    def __init__(self, out: str | os.PathLike[str], config: RunConfig, *, overwrite: bool = False, progress: bool = True):
+        self.out = Path(out)
+        self.config = config
+        self.progress = progress
+        self.task = ClassificationTask()
+        self.timings: dict[str, float] = {}
+        self._open(overwrite)
+
+    # -- directory and config ---------------------------------------------------------
+    def _open(self, overwrite: bool) -> None:
+        config_file = self.out / "config.json"
+        if config_file.is_file():
+            try:
+                saved = RunConfig.model_validate(json.loads(config_file.read_text()))
+            except Exception:
+                raise StoreError(f"{config_file} is unreadable; delete the run directory or use another --out") from None
+            changed = differences(saved.model_dump(mode="json"), self.config.model_dump(mode="json"))
+            if changed and not overwrite:
+                shown = "; ".join(f"{key}: {change}" for key, change in changed[:4])
+                raise StoreMismatchError(
+                    f"the run in {self.out} was made with other settings ({shown}); "
+                    "use another --out or pass --overwrite to recompute from the first changed stage"
+                )
+            if changed:
+                first = min(STAGES.index(SECTION_STAGE[key.split(".")[0]]) for key, _ in changed)
+                for stage in STAGES[first:]:
+                    self._remove(stage)
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise StoreError(f"{self.out} exists and is not an attributor run directory; choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(config_file, self.config.model_dump(mode="json"))
+
+    def _remove(self, stage: str) -> None:
+        for name in STAGE_ARTIFACTS[stage]:
+            path = self.out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    # -- stages ---------------------------------------------------------------------
+    def data(self) -> DatasetSplits:
+        """Prepared splits (cached in data.npz)."""
+        path = self.out / "data.npz"
+        if path.is_file():
+            return DatasetSplits.load(path)
+        args = self.config.data
+        splits = load_dataset(args.name, path=args.path, test_fraction=args.test_fraction,
+                              label_noise=args.label_noise, max_train=args.max_train, seed=args.seed)
+        splits.save(path)
+        return splits
+
+    def model(self):
+        data = self.data()
+        args = self.config.model
+        kwargs = {"hidden": args.hidden} if args.name == "mlp" else {}
+        return build_model(args.name, data.X_train.shape[1], data.n_classes, seed=args.seed, **kwargs)
+
+    def checkpoints(self) -> list[Path]:
+        """The checkpoint files, training them first if needed."""
+        args = self.config.train
+        folder = self.out / "checkpoints"
+        paths = [folder / f"epoch_{e:04d}.pt" for e in sorted(args.checkpoint_epochs)]
+        if all(p.is_file() for p in paths):
+            return paths
+        start = time.perf_counter()
+        shutil.rmtree(folder, ignore_errors=True)
+        train(self.model(), self.task, self.data().train(), folder, epochs=args.epochs,
+              checkpoint_epochs=args.checkpoint_epochs, lr=args.lr, weight_decay=args.weight_decay,
+              batch_size=args.batch_size, seed=args.seed, progress=self.progress)
+        self.timings["train_s"] = time.perf_counter() - start
+        return paths
+
+    def store(self) -> FeatureStore:
+        """The feature store with splits ``train`` and ``test`` complete."""
+        data, checkpoints, args = self.data(), self.checkpoints(), self.config.featurize
+        projector = make_projector(args.projection, args.proj_dim, seed=args.seed)
+        start = time.perf_counter()
+        for split, X, y in (("train", data.X_train, data.y_train), ("test", data.X_test, data.y_test)):
+            store = featurize(self.model(), self.task, ArrayDataset(X, y), checkpoints, self.out / "store", projector,
+                              split=split, data_id=data_id(X, y), dtype=args.dtype, chunk_size=args.chunk_size,
+                              batch_size=args.batch_size, progress=self.progress)
+        self.timings.setdefault("featurize_s", time.perf_counter() - start)
+        return store
+
+    def scores(self) -> tuple[Scores, np.ndarray]:
+        """``(scores of test vs train, self-influence of train)``, computed once and saved."""
+        folder = self.out / "scores"
+        if Scores.exists(folder) and (folder / "self_influence.npy").is_file() and (self.out / "metadata.json").is_file():
+            return Scores.load(folder), np.load(folder / "self_influence.npy", allow_pickle=False)
+        store = self.store()
+        args = self.config.score
+        start = time.perf_counter()
+        method = get_method(args.method, **_accepted(args.method, {"damping": args.damping, "checkpoints": args.checkpoints}))
+        method.fit(store, "train")
+        scores = method.score("test", topk=args.topk, dense=args.dense, progress=self.progress)
+        self_influence = method.self_influence()
+        self.timings["score_s"] = time.perf_counter() - start
+        scores.save(folder)
+        atomic_save_npy(folder / "self_influence.npy", self_influence)
+        data = self.data()
+        write_topk_csv(self.out / "topk.csv", scores, data.y_test, data.y_train)
+        write_self_influence_csv(self.out / "self_influence.csv", self_influence, data)
+        atomic_write_json(self.out / "metadata.json", self._metadata(store, method.spec(), scores))
+        return scores, self_influence
+
+    def report(self) -> dict[str, Any]:
+        """Plots, report.html, results.md and metrics.json; returns the metrics."""
+        from attributor.pipelines.reporting import write_report
+
+        scores, self_influence = self.scores()
+        return write_report(self, scores, self_influence)
+
+    def final_accuracy(self) -> float:
+        model = self.model()
+        load_checkpoint(model, self.checkpoints()[-1])
+        data = self.data()
+        return evaluate_accuracy(model, data.X_test, data.y_test)
+
+    def _metadata(self, store: FeatureStore, method_spec: dict[str, Any], scores: Scores) -> dict[str, Any]:
+        import torch
+
+        import attributor
+
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "method": method_spec,
+            "store": {key: store.settings[key] for key in ("checkpoints", "projector", "dtype", "n_params", "dim")},
+            "n_train": int(store.split_size("train")),
+            "n_test": int(store.split_size("test")),
+            "topk": int(scores.top_indices.shape[1]),
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "versions": {"attributor": attributor.__version__, "torch": torch.__version__, "numpy": np.__version__,
+                         "python": platform.python_version()},
+        }
+
+
+def write_topk_csv(path: Path, scores: Scores, query_labels: np.ndarray, train_labels: np.ndarray) -> None:
+    """Long-format top-k: one row per (query, kind, rank)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["query", "query_label", "kind", "rank", "train_index", "score", "train_label"])
+    for kind, indices, values in (("proponent", scores.top_indices, scores.top_values),
+                                  ("opponent", scores.bottom_indices, scores.bottom_values)):
+        for q in range(scores.n_queries):
+            for rank, (j, v) in enumerate(zip(indices[q], values[q]), start=1):
+                writer.writerow([q, int(query_labels[q]), kind, rank, int(j), f"{v:.8g}", int(train_labels[j])])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_self_influence_csv(path: Path, self_influence: np.ndarray, data: DatasetSplits) -> None:
+    """Training examples ranked by self-influence, most suspicious first."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["rank", "train_index", "self_influence", "label", "original_label", "flipped"])
+    for rank, j in enumerate(np.argsort(-self_influence, kind="stable"), start=1):
+        writer.writerow([rank, int(j), f"{self_influence[j]:.8g}", int(data.y_train[j]), int(data.y_train_clean[j]), int(data.flipped[j])])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _accepted(method: str, candidates: dict[str, Any]) -> dict[str, Any]:
+    """The subset of generic score arguments that ``method``'s constructor takes."""
+    from attributor.methods import Method
+
+    params = inspect.signature(Method.lookup(method).__init__).parameters
+    return {k: v for k, v in candidates.items() if k in params}
+
