@@ -42,12 +42,12 @@ class StreamingTopK:
     def update(self, rows: slice, offset: int, block: np.ndarray) -> None:
         """Merge ``block`` (rows x b), whose column 0 is global column ``offset``."""
         n = rows.stop - rows.start
-        width = min(self.k, self._values.shape[1] + block.shape[1])
-        if width > self._values.shape[1]:  # grow storage once, up to k columns
+        old_width = int(self._width[rows.start])  # rows of one block always share their width
+        width = min(self.k, old_width + block.shape[1])
+        if width > self._values.shape[1]:  # grow storage, up to k columns
             pad = width - self._values.shape[1]
             self._values = np.pad(self._values, ((0, 0), (0, pad)), constant_values=np.nan)
             self._indices = np.pad(self._indices, ((0, 0), (0, pad)), constant_values=-1)
-        old_width = self._width[rows.start]
         values = np.concatenate([self._values[rows, :old_width], block.astype(np.float64)], axis=1)
         columns = np.broadcast_to(np.arange(offset, offset + block.shape[1], dtype=np.int64), (n, block.shape[1]))
         indices = np.concatenate([self._indices[rows, :old_width], columns], axis=1)

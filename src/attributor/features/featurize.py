@@ -92,24 +92,31 @@ def featurize(
         return store
     was_training = model.training
     model.eval()
-    loaded = None
-    with store.writing(), progress_bar(total=sum(b[2] - b[1] for _, b in todo), desc=f"featurize {split}", enabled=progress) as bar:
-        for c, (index, start, stop) in todo:
-            if loaded != c:
-                load_checkpoint(model, checkpoints[c])
-                loaded = c
-            features, out_to_loss = _featurize_rows(model, task, dataset, names, projector, c, start, stop, batch_size)
-            bad = ~np.isfinite(features).all(axis=1) | ~np.isfinite(out_to_loss)
-            if bad.any():
-                rows = (np.flatnonzero(bad) + start)[:5].tolist()
-                raise DataError(
-                    f"non-finite gradients for examples {rows} of split {split!r} at checkpoint {c}; "
-                    "check the inputs for NaN/inf and the checkpoint for diverged weights"
-                )
-            store.write_chunk(split, c, index, features, out_to_loss)
-            bar.update(stop - start)
-    model.train(was_training)
+    try:
+        with store.writing(), progress_bar(total=sum(b[2] - b[1] for _, b in todo), desc=f"featurize {split}", enabled=progress) as bar:
+            _featurize_chunks(model, task, dataset, store, names, projector, checkpoints, split, todo, batch_size, bar)
+    finally:
+        model.train(was_training)
     return store
+
+
+def _featurize_chunks(model, task, dataset, store, names, projector, checkpoints, split, todo, batch_size, bar) -> None:
+    """Compute and commit each ``(checkpoint, (index, start, stop))`` chunk of ``todo``."""
+    loaded = None
+    for c, (index, start, stop) in todo:
+        if loaded != c:
+            load_checkpoint(model, checkpoints[c])
+            loaded = c
+        features, out_to_loss = _featurize_rows(model, task, dataset, names, projector, c, start, stop, batch_size)
+        bad = ~np.isfinite(features).all(axis=1) | ~np.isfinite(out_to_loss)
+        if bad.any():
+            rows = (np.flatnonzero(bad) + start)[:5].tolist()
+            raise DataError(
+                f"non-finite gradients for examples {rows} of split {split!r} at checkpoint {c}; "
+                "check the inputs for NaN/inf and the checkpoint for diverged weights"
+            )
+        store.write_chunk(split, c, index, features, out_to_loss)
+        bar.update(stop - start)
 
 
 def _featurize_rows(model, task, dataset, names, projector, checkpoint, start, stop, batch_size):

@@ -65,7 +65,7 @@ class FeatureStore:
             raise StoreError(f"no feature store at {path} (run `attributor featurize` first)")
         try:
             manifest = json.loads((path / MANIFEST).read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
             raise StoreCorruptedError(f"cannot read {path / MANIFEST}: {err}") from None
         if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
             found = manifest.get("schema_version") if isinstance(manifest, dict) else None
@@ -201,6 +201,8 @@ class FeatureStore:
             handle.close()
             raise StoreError(f"another process is writing the feature store at {self.path}") from None
         self._lock_handle = handle
+        for leftover in self.path.rglob(".*.tmp"):  # from a writer killed mid-write; we hold the lock
+            leftover.unlink(missing_ok=True)
         try:
             yield self
         finally:

@@ -59,18 +59,21 @@ class Method(Registered, kind="method"):
 
         Args:
             topk: how many proponents and opponents to keep per query.
-            dense: keep the full (n_query, n_train) float32 matrix as well.
+            dense: keep the full (n_query, n_train) matrix as well (float32, or float64
+                when the method computes in float64).
         """
         store, split = self._fitted()
         n_queries, n_train = store.split_size(queries), store.split_size(split)
         k = max(1, min(topk, n_train))
         top, bottom = StreamingTopK(n_queries, k, largest=True), StreamingTopK(n_queries, k, largest=False)
-        values = np.zeros((n_queries, n_train), dtype=np.float32) if dense else None
+        values = None  # allocated at the first block, in the method's output dtype
         with progress_bar(total=n_queries * n_train, desc=f"score {queries}", enabled=progress) as bar:
             for rows, offset, block in self.score_blocks(queries):
                 top.update(rows, offset, block)
                 bottom.update(rows, offset, block)
-                if values is not None:
+                if dense:
+                    if values is None:
+                        values = np.zeros((n_queries, n_train), dtype=np.result_type(block.dtype, np.float32))
                     values[rows, offset : offset + block.shape[1]] = block
                 bar.update(block.size)
         top_indices, top_values = top.result()

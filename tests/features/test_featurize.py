@@ -1,0 +1,133 @@
+"""featurize: exact features, resumption after a crash, refusal of NaN, no work when done."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from zoo import FailingDataset, ForbiddenDataset, classification_data, dataset, mlp, train_and_save
+
+from attributor.errors import DataError, StoreMismatchError
+from attributor.features import FeatureStore, featurize, make_projector
+from attributor.features.gradients import per_example_gradients, tracked_parameter_names
+from attributor.models import load_checkpoint
+from attributor.task import ClassificationTask
+
+N = 40
+
+
+@pytest.fixture
+def problem(tmp_path):
+    inputs, labels = classification_data(N, d=6, n_classes=3, seed=0)
+    model = mlp(d=6, n_classes=3, hidden=(8,), seed=0)
+    checkpoints = train_and_save(model, inputs, labels, tmp_path / "ckpts", n_checkpoints=2)
+    return model, inputs, labels, checkpoints
+
+
+def _run(problem, path, data=None, projector=None, **kwargs):
+    model, inputs, labels, checkpoints = problem
+    kwargs = {"dtype": "float64", "chunk_size": 16, "batch_size": 5, "progress": False, **kwargs}
+    return featurize(model, ClassificationTask(), data if data is not None else dataset(inputs, labels),
+                     checkpoints, path, projector or make_projector("identity"), **kwargs)
+
+
+def test_identity_features_are_the_per_example_gradients(problem, tmp_path):
+    model, inputs, labels, checkpoints = problem
+    store = _run(problem, tmp_path / "s")
+    reference = mlp(seed=99)  # other initial weights: featurize must load every checkpoint
+    task = ClassificationTask()
+    names = tracked_parameter_names(reference, task)
+    assert store.dim == sum(p.numel() for p in reference.parameters())
+    assert store.chunk_bounds("train")[-1] == (2, 32, 40)
+    for c, path in enumerate(checkpoints):
+        load_checkpoint(reference, path)
+        expected = per_example_gradients(reference, task, (inputs, labels), names).numpy()
+        features = store.features("train", c)
+        assert features.shape == (N, store.dim) and features.dtype == np.float64
+        np.testing.assert_allclose(features, expected, rtol=1e-12, atol=1e-14)
+        with torch.no_grad():
+            p_y = torch.softmax(reference(inputs), dim=-1)[torch.arange(N), labels].numpy()
+        np.testing.assert_allclose(store.out_to_loss("train", c), 1 - p_y, rtol=1e-12, atol=1e-14)
+    # the two checkpoints really differ
+    assert not np.allclose(store.features("train", 0), store.features("train", 1))
+
+
+def test_projected_features_are_gradients_times_the_checkpoint_matrix(problem, tmp_path):
+    model, inputs, labels, checkpoints = problem
+    exact = _run(problem, tmp_path / "exact")
+    projector = make_projector("gaussian", dim=7, seed=5, block_rows=20)
+    store = _run(problem, tmp_path / "projected", projector=projector)
+    for c in range(2):
+        matrix = projector.matrix(exact.dim, c).double().numpy()
+        np.testing.assert_allclose(store.features("train", c), exact.features("train", c) @ matrix, rtol=1e-10, atol=1e-12)
+
+
+def test_model_training_mode_is_restored(problem, tmp_path):
+    model = problem[0]
+    model.train()
+    _run(problem, tmp_path / "s")
+    assert model.training
+
+
+def test_resume_after_a_crash_gives_identical_features(problem, tmp_path):
+    model, inputs, labels, _ = problem
+    full = _run(problem, tmp_path / "a")
+    crashing = FailingDataset(dataset(inputs, labels), fail_after=N + 21)  # dies in chunk 1 of checkpoint 1
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(problem, tmp_path / "b", data=crashing)
+    partial = FeatureStore.open(tmp_path / "b")
+    assert partial.missing_chunks("train", 0) == []
+    assert [i for i, _, _ in partial.missing_chunks("train", 1)] == [1, 2]
+    resumed = FailingDataset(dataset(inputs, labels), fail_after=10**9)
+    _run(problem, tmp_path / "b", data=resumed)
+    assert resumed.reads == N - 16  # only the missing chunks were computed
+    store = FeatureStore.open(tmp_path / "b")
+    assert store.is_complete("train")
+    store.verify()
+    for c in range(2):
+        assert np.array_equal(store.features("train", c), full.features("train", c))
+        assert np.array_equal(store.out_to_loss("train", c), full.out_to_loss("train", c))
+
+
+def test_nan_input_is_a_data_error_and_commits_nothing_for_its_chunk(problem, tmp_path):
+    model, inputs, labels, _ = problem
+    bad = inputs.clone()
+    bad[20, 3] = float("nan")
+    with pytest.raises(DataError, match=r"\[20\]"):
+        _run(problem, tmp_path / "s", data=dataset(bad, labels))
+    store = FeatureStore.open(tmp_path / "s")
+    assert store.done_mask("train", 0).tolist() == [True] * 16 + [False] * (N - 16)
+    assert not store.done_mask("train", 1).any()
+    assert sorted(f.name for f in (tmp_path / "s").rglob("*.npy")) == ["features_000000.npy", "out_to_loss_000000.npy"]
+    assert not list((tmp_path / "s").rglob("*.tmp"))
+    # the lock was released: fixing the data resumes
+    _run(problem, tmp_path / "s")
+    assert FeatureStore.open(tmp_path / "s").is_complete("train")
+
+
+def test_featurize_on_a_complete_store_does_no_work(problem, tmp_path):
+    _run(problem, tmp_path / "s")
+    manifest = tmp_path / "s" / "manifest.json"
+    before, stamp = manifest.read_bytes(), manifest.stat().st_mtime_ns
+    store = _run(problem, tmp_path / "s", data=ForbiddenDataset(N))
+    assert store.is_complete("train")
+    assert manifest.read_bytes() == before and manifest.stat().st_mtime_ns == stamp
+
+
+def test_a_second_split_shares_the_store(problem, tmp_path):
+    model, inputs, labels, _ = problem
+    _run(problem, tmp_path / "s")
+    store = _run(problem, tmp_path / "s", data=dataset(inputs[:7], labels[:7]), split="test")
+    assert store.splits == ["test", "train"]
+    np.testing.assert_array_equal(store.features("test", 1), store.features("train", 1)[:7])
+
+
+def test_featurize_with_other_settings_is_refused(problem, tmp_path):
+    _run(problem, tmp_path / "s")
+    with pytest.raises(StoreMismatchError, match="dtype"):
+        _run(problem, tmp_path / "s", dtype="float32")
+    with pytest.raises(StoreMismatchError, match="chunk_size"):
+        _run(problem, tmp_path / "s", chunk_size=8)
+    store = _run(problem, tmp_path / "s", chunk_size=8, overwrite=True)
+    assert store.chunk_size == 8 and store.is_complete("train")

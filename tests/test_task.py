@@ -1,0 +1,78 @@
+"""ClassificationTask against naive float64 formulas; the task registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attributor.errors import UnknownNameError
+from attributor.task import ClassificationTask, Task, get_task
+
+
+def _problem(batch: int, seed: int = 0):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(5, 4).double()
+    with torch.no_grad():
+        model.weight.mul_(3.0)  # spread the probabilities so p_y is far from uniform
+    inputs = torch.randn(batch, 5, dtype=torch.float64)
+    labels = torch.randint(0, 4, (batch,))
+    return model, (inputs, labels)
+
+
+def _naive_p_y(model, batch) -> np.ndarray:
+    inputs, labels = batch
+    logits = model(inputs).detach().numpy().astype(np.float64)
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = exp / exp.sum(axis=1, keepdims=True)
+    return probs[np.arange(len(labels)), labels.numpy()]
+
+
+@pytest.mark.parametrize("batch_size", [7, 1])
+def test_measurement_is_the_log_odds_margin(batch_size):
+    model, batch = _problem(batch_size)
+    p_y = _naive_p_y(model, batch)
+    got = ClassificationTask().measurement(model, batch)
+    assert got.shape == (batch_size,)
+    np.testing.assert_allclose(got.detach().numpy(), np.log(p_y / (1 - p_y)), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_size", [7, 1])
+def test_out_to_loss_is_one_minus_p_y(batch_size):
+    model, batch = _problem(batch_size, seed=1)
+    got = ClassificationTask().out_to_loss(model, batch)
+    assert got.shape == (batch_size,)
+    np.testing.assert_allclose(got.detach().numpy(), 1 - _naive_p_y(model, batch), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("batch_size", [7, 1])
+def test_train_loss_is_per_example_cross_entropy(batch_size):
+    model, batch = _problem(batch_size, seed=2)
+    inputs, labels = batch
+    got = ClassificationTask().train_loss(model, batch)
+    assert got.shape == (batch_size,)
+    torch.testing.assert_close(got, F.cross_entropy(model(inputs), labels, reduction="none"), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got.detach().numpy(), -np.log(_naive_p_y(model, batch)), rtol=1e-10)
+
+
+def test_margin_is_stable_for_confident_predictions():
+    model = torch.nn.Linear(1, 2, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[50.0], [-50.0]]))
+    batch = (torch.ones(1, 1, dtype=torch.float64), torch.tensor([0]))
+    # logits (50, -50): the margin is exactly 100, although 1 - p_y underflows naively.
+    assert ClassificationTask().measurement(model, batch).item() == pytest.approx(100.0, rel=1e-12)
+
+
+def test_get_task_builds_registered_tasks():
+    assert isinstance(get_task("classification"), ClassificationTask)
+    assert "classification" in Task.names()
+
+
+def test_get_task_unknown_name_lists_the_known_ones():
+    with pytest.raises(UnknownNameError) as info:
+        get_task("nope")
+    assert "classification" in str(info.value)
+    assert "'nope'" in str(info.value)
+    assert "classification" in info.value.known
