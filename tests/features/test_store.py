@@ -276,3 +276,11 @@ def test_float16_storage_round_trips_within_float16_precision(tmp_path):
     assert not np.array_equal(features.astype(np.float64), expected)  # it really is float16
     q = store.out_to_loss("train", 0)
     np.testing.assert_allclose(q, np.concatenate([written[0, i][1] for i in range(3)]), rtol=1e-6)
+
+
+def test_a_store_object_sees_splits_added_through_another(tmp_path):
+    """featurize returns a new store object per split; an earlier object must not go stale."""
+    first = FeatureStore.create(tmp_path / "s", _settings())
+    second = FeatureStore.open(tmp_path / "s")
+    second.add_split("test", 3)
+    assert first.split_size("test") == 3

@@ -184,6 +184,8 @@ class FeatureStore:
 
     def require_complete(self, split: str) -> None:
         if not self.is_complete(split):
+            self._refresh()  # another FeatureStore object or process may have finished it
+        if not self.is_complete(split):
             missing = sum(len(self.missing_chunks(split, c)) for c in range(self.n_checkpoints))
             raise StoreError(
                 f"split {split!r} of the store at {self.path} is incomplete ({missing} chunks missing); "
@@ -271,7 +273,14 @@ class FeatureStore:
                 for index in self._split(split)["chunks"][str(checkpoint)]:
                     self.read_chunk(split, checkpoint, int(index))
 
+    def _refresh(self) -> None:
+        """Re-read the manifest from disk, unless this object is the writer (then it is current)."""
+        if self._lock_handle is None:
+            self._manifest = FeatureStore.open(self.path)._manifest
+
     def _split(self, split: str) -> dict[str, Any]:
+        if split not in self._manifest["splits"]:
+            self._refresh()
         try:
             return self._manifest["splits"][split]
         except KeyError:
