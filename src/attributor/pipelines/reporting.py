@@ -29,8 +29,11 @@ if TYPE_CHECKING:
 __all__ = ["compute_metrics", "write_report"]
 
 
-def compute_metrics(run: "Run", scores: Scores, self_influence: np.ndarray) -> dict[str, Any]:
-    """Everything metrics.json holds. Mislabel metrics only when labels were corrupted."""
+def compute_metrics(run: "Run", scores: Scores, self_influence: np.ndarray, single: np.ndarray | None = None) -> dict[str, Any]:
+    """Everything metrics.json holds. Mislabel metrics only when labels were corrupted.
+
+    ``single`` is the self-influence from the last checkpoint alone, if that ablation applies.
+    """
     data = run.data()
     metrics: dict[str, Any] = {
         "n_train": int(len(data.y_train)),
@@ -51,7 +54,6 @@ def compute_metrics(run: "Run", scores: Scores, self_influence: np.ndarray) -> d
         for key, value in recall_at_fractions(self_influence, data.flipped).items():
             metrics[f"mislabel_{key}"] = value
             metrics[f"mislabel_{key}_random"] = float(key.split("@")[1].rstrip("%")) / 100
-        single = _last_checkpoint_self_influence(run)
         if single is not None:
             metrics["mislabel_auc_last_checkpoint"] = detection_auc(single, data.flipped)["auc"]
     return metrics
@@ -60,7 +62,8 @@ def compute_metrics(run: "Run", scores: Scores, self_influence: np.ndarray) -> d
 def write_report(run: "Run", scores: Scores, self_influence: np.ndarray) -> dict[str, Any]:
     """Write RUN/plots/*, report.html, results.md and (last) metrics.json; return the metrics."""
     out, data, args = run.out, run.data(), run.config.report
-    metrics = compute_metrics(run, scores, self_influence)
+    single = _last_checkpoint_self_influence(run)
+    metrics = compute_metrics(run, scores, self_influence, single)
     plots = out / "plots"
     groups = np.where(data.flipped, "flipped", "clean") if data.flipped.any() else np.array(["train"] * len(self_influence))
     figures = {
@@ -76,7 +79,6 @@ def write_report(run: "Run", scores: Scores, self_influence: np.ndarray) -> dict
         figures["distribution"] = plot_score_distribution_by_class(np.asarray(scores.values), data.y_test, data.y_train,
                                                                    plots / "score_distribution_by_class.png")
     comparisons = []
-    single = _last_checkpoint_self_influence(run)
     if single is not None:
         comparisons.append(plot_run_comparison(single, self_influence, "last checkpoint only", "checkpoint ensemble",
                                                plots / "compare_last_vs_ensemble.png",

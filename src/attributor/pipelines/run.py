@@ -70,6 +70,7 @@ class Run:
         self.progress = progress
         self.task = ClassificationTask()
         self.timings: dict[str, float] = {}
+        self._data: DatasetSplits | None = None
         self._open(overwrite)
 
     # -- directory and config ---------------------------------------------------------
@@ -107,14 +108,16 @@ class Run:
     # -- stages ---------------------------------------------------------------------
     def data(self) -> DatasetSplits:
         """Prepared splits (cached in data.npz)."""
-        path = self.out / "data.npz"
-        if path.is_file():
-            return DatasetSplits.load(path)
-        args = self.config.data
-        splits = load_dataset(args.name, path=args.path, test_fraction=args.test_fraction,
-                              label_noise=args.label_noise, max_train=args.max_train, seed=args.seed)
-        splits.save(path)
-        return splits
+        if self._data is None:
+            path = self.out / "data.npz"
+            if path.is_file():
+                self._data = DatasetSplits.load(path)
+            else:
+                args = self.config.data
+                self._data = load_dataset(args.name, path=args.path, test_fraction=args.test_fraction,
+                                          label_noise=args.label_noise, max_train=args.max_train, seed=args.seed)
+                self._data.save(path)
+        return self._data
 
     def model(self):
         data = self.data()
@@ -141,12 +144,16 @@ class Run:
         """The feature store with splits ``train`` and ``test`` complete."""
         data, checkpoints, args = self.data(), self.checkpoints(), self.config.featurize
         projector = make_projector(args.projection, args.proj_dim, seed=args.seed)
+        path = self.out / "store"
+        finished = FeatureStore.exists(path) and _complete(FeatureStore.open(path), ("train", "test"))
         start = time.perf_counter()
         for split, X, y in (("train", data.X_train, data.y_train), ("test", data.X_test, data.y_test)):
-            store = featurize(self.model(), self.task, ArrayDataset(X, y), checkpoints, self.out / "store", projector,
+            # featurize also checks that a finished store matches these settings and data
+            store = featurize(self.model(), self.task, ArrayDataset(X, y), checkpoints, path, projector,
                               split=split, data_id=data_id(X, y), dtype=args.dtype, chunk_size=args.chunk_size,
                               batch_size=args.batch_size, progress=self.progress)
-        self.timings.setdefault("featurize_s", time.perf_counter() - start)
+        if not finished:
+            self.timings["featurize_s"] = time.perf_counter() - start
         return store
 
     def scores(self) -> tuple[Scores, np.ndarray]:
@@ -222,6 +229,10 @@ def write_self_influence_csv(path: Path, self_influence: np.ndarray, data: Datas
     for rank, j in enumerate(np.argsort(-self_influence, kind="stable"), start=1):
         writer.writerow([rank, int(j), f"{self_influence[j]:.8g}", int(data.y_train[j]), int(data.y_train_clean[j]), int(data.flipped[j])])
     atomic_write_text(path, buffer.getvalue())
+
+
+def _complete(store: FeatureStore, splits: tuple[str, ...]) -> bool:
+    return all(split in store.splits and store.is_complete(split) for split in splits)
 
 
 def _accepted(method: str, candidates: dict[str, Any]) -> dict[str, Any]:
