@@ -104,6 +104,7 @@ class ScoreArgs(_Args):
     method: str = Field("trak", description="registered method name (`attributor methods` lists them)")
     damping: float = Field(1e-2, ge=0, description="relative ridge on the after-kernel (fraction of its mean eigenvalue)")
     checkpoints: Optional[list[int]] = Field(None, description="checkpoint indices to ensemble over (default: all)")
+    method_args: dict[str, Any] = Field({}, description="further constructor arguments of the method, e.g. {steps: 5} (checked by the method)")
     topk: int = Field(10, ge=1, description="proponents and opponents kept per query")
     dense: bool = Field(True, description="also keep the dense n_query x n_train matrix (scores.npy)")
 

@@ -1,31 +1,70 @@
 """The Method contract and its registry.
 
 A method is registered by subclassing: ``class TRAK(Method, key="trak")``. Its
-``__init__`` only stores its arguments under the same names (scikit-learn style);
-``fit(store, split)`` learns what it needs from a FeatureStore and sets attributes ending
-in ``_``; ``score(queries)`` returns :class:`~attributor.scores.Scores` for a query split
-of the same store; ``self_influence()`` returns one non-negative number per training
-example.
+``__init__`` only stores its arguments under the same names (scikit-learn style).
+``fit(store, split, context)`` learns what it needs and sets attributes ending in ``_``;
+``score(queries)`` returns :class:`~attributor.scores.Scores` for a query split;
+``self_influence()`` returns one non-negative number per training example.
 
-Subclasses implement ``fit``, ``score_blocks`` and ``self_influence``; blockwise
-accumulation, the streaming top-k and the dense matrix are handled here once.
+A method declares what it needs, and the orchestrator provides it:
+
+* ``requires_features``: it reads projected gradients from a :class:`FeatureStore`
+  (complete for the training split and every query split it scores);
+* ``requires_context``: it needs a :class:`TrainingContext`: the model, the Task, the
+  datasets by split name and the checkpoint files (influence functions that build a
+  Hessian, methods that run forward passes such as Forward-INF, embedding similarity).
+
+Subclasses implement ``_fit``, ``score_blocks`` and ``self_influence``; validation,
+blockwise accumulation, the streaming top-k and the dense matrix are handled here once.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 from abc import abstractmethod
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
-from attributor.errors import NotFittedError
+from attributor.errors import ConfigError, NotFittedError
 from attributor.features.store import FeatureStore
 from attributor.progress import progress_bar
 from attributor.registry import Registered
 from attributor.scores import Scores, StreamingTopK
+from attributor.task import Task
 
-__all__ = ["Method", "get_method", "method_names"]
+__all__ = ["Method", "TrainingContext", "get_method", "method_names"]
+
+
+@dataclass
+class TrainingContext:
+    """What methods beyond stored features need.
+
+    Attributes:
+        model: the architecture; methods load each checkpoint into it in turn
+            (``attributor.models.load_checkpoint``) and must not assume which one is loaded.
+        task: the Task the features were computed with.
+        datasets: split name -> map-style dataset (``dataset[i]`` is one example, collated
+            with ``default_collate``); holds the training split and every query split.
+        checkpoints: checkpoint files, in the same order as the store's checkpoints.
+        learning_rates: the learning rate in effect at each checkpoint (TracIn-CP), or None.
+    """
+
+    model: torch.nn.Module
+    task: Task
+    datasets: dict[str, Dataset]
+    checkpoints: Sequence[str | os.PathLike[str]]
+    learning_rates: Sequence[float] | None = None
+
+    def dataset(self, split: str) -> Dataset:
+        try:
+            return self.datasets[split]
+        except KeyError:
+            raise ConfigError(f"the training context has no split {split!r} (it has: {', '.join(sorted(self.datasets))})") from None
 
 
 class Method(Registered, kind="method"):
@@ -33,6 +72,8 @@ class Method(Registered, kind="method"):
 
     #: Whether ``fit`` reads projected gradient features from a FeatureStore.
     requires_features: bool = True
+    #: Whether ``fit`` needs a TrainingContext (model, task, datasets, checkpoints).
+    requires_context: bool = False
 
     def get_params(self) -> dict[str, Any]:
         """The constructor arguments, read back from attributes of the same names."""
@@ -42,9 +83,32 @@ class Method(Registered, kind="method"):
     def spec(self) -> dict[str, Any]:
         return {"method": self.key, **self.get_params()}
 
+    def fit(self, store: FeatureStore | None = None, split: str = "train", context: TrainingContext | None = None) -> "Method":
+        """Learn from training split ``split`` (of ``store`` and/or ``context``); returns self."""
+        if self.requires_features and store is None:
+            raise ConfigError(f"method {self.key!r} reads gradient features: pass a FeatureStore (run featurize first)")
+        if self.requires_context and context is None:
+            raise ConfigError(f"method {self.key!r} needs a TrainingContext (model, task, datasets, checkpoints)")
+        if store is not None and self.requires_features:
+            store.require_complete(split)
+        if context is not None:
+            context.dataset(split)
+        self.store_, self.split_, self.context_ = store, split, context
+        self._fit()
+        return self
+
+    def n_examples(self, split: str) -> int:
+        """Number of examples in ``split``, from the store if there is one, else the context."""
+        store, _ = self._fitted()
+        if store is not None and split in store.splits:
+            return store.split_size(split)
+        if self.context_ is not None:
+            return len(self.context_.dataset(split))
+        return store.split_size(split)  # raises the store's "no split" error
+
     @abstractmethod
-    def fit(self, store: FeatureStore, split: str = "train") -> "Method":
-        """Learn from the training split of ``store``; returns self."""
+    def _fit(self) -> None:
+        """Learn from ``self.store_`` / ``self.context_`` (set by ``fit``) for split ``self.split_``."""
 
     @abstractmethod
     def score_blocks(self, queries: str) -> Iterator[tuple[slice, int, np.ndarray]]:
@@ -62,8 +126,8 @@ class Method(Registered, kind="method"):
             dense: keep the full (n_query, n_train) matrix as well (float32, or float64
                 when the method computes in float64).
         """
-        store, split = self._fitted()
-        n_queries, n_train = store.split_size(queries), store.split_size(split)
+        _, split = self._fitted()
+        n_queries, n_train = self.n_examples(queries), self.n_examples(split)
         k = max(1, min(topk, n_train))
         top, bottom = StreamingTopK(n_queries, k, largest=True), StreamingTopK(n_queries, k, largest=False)
         values = None  # allocated at the first block, in the method's output dtype
@@ -81,8 +145,8 @@ class Method(Registered, kind="method"):
         meta = {**self.spec(), "queries": queries, "train": split, "n_queries": n_queries, "n_train": n_train}
         return Scores(top_indices, top_values, bottom_indices, bottom_values, values, meta)
 
-    def _fitted(self) -> tuple[FeatureStore, str]:
-        if not hasattr(self, "store_"):
+    def _fitted(self) -> tuple[FeatureStore | None, str]:
+        if not hasattr(self, "split_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(store) first")
         return self.store_, self.split_
 

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from attributor.errors import ConfigError, StoreError
-from attributor.features.store import FeatureStore
 from attributor.methods.base import Method
 
 __all__ = ["TRAK"]
@@ -44,10 +43,10 @@ class TRAK(Method, key="trak"):
         self.damping = damping
         self.checkpoints = checkpoints
 
-    def fit(self, store: FeatureStore, split: str = "train") -> "TRAK":
+    def _fit(self) -> None:
+        store, split = self.store_, self.split_
         if not (isinstance(self.damping, (int, float)) and np.isfinite(self.damping) and self.damping >= 0):
             raise ConfigError(f"trak damping must be a finite number >= 0, got {self.damping!r}")
-        store.require_complete(split)
         checkpoints = list(range(store.n_checkpoints)) if self.checkpoints is None else list(self.checkpoints)
         bad = [c for c in checkpoints if not 0 <= c < store.n_checkpoints]
         if not checkpoints or bad:
@@ -62,11 +61,9 @@ class TRAK(Method, key="trak"):
                 kernel.addmm_(phi.T, phi)
                 q_sum[start:stop] += out_to_loss
             inverses.append(_damped_inverse(kernel, self.damping))
-        self.store_, self.split_ = store, split
         self.checkpoints_ = checkpoints
         self.kernel_inverses_ = inverses
         self.out_to_loss_ = q_sum / len(checkpoints)
-        return self
 
     def score_blocks(self, queries: str) -> Iterator[tuple[slice, int, np.ndarray]]:
         store, split = self._fitted()

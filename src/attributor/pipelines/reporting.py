@@ -143,17 +143,19 @@ def _sections(run, metrics, self_influence, figures, comparisons) -> list[Sectio
 
 def _last_checkpoint_self_influence(run: "Run") -> np.ndarray | None:
     """Self-influence from the last checkpoint alone (an ablation of the ensemble), if it applies."""
-    from attributor.methods import get_method
-    from attributor.pipelines.run import _accepted
+    import inspect
+
+    from attributor.methods import Method
+    from attributor.pipelines.run import build_method
 
     args = run.config.score
-    store = run.store()
-    kwargs = _accepted(args.method, {"damping": args.damping, "checkpoints": [store.n_checkpoints - 1]})
-    if store.n_checkpoints < 2 or "checkpoints" not in kwargs:
+    last = len(run.config.train.checkpoint_epochs) - 1
+    takes_checkpoints = "checkpoints" in inspect.signature(Method.lookup(args.method).__init__).parameters
+    if last < 1 or not takes_checkpoints or args.checkpoints == [last]:
         return None
-    if args.checkpoints is not None and list(args.checkpoints) == [store.n_checkpoints - 1]:
-        return None
-    return get_method(args.method, **kwargs).fit(store, "train").self_influence()
+    method = build_method(args.method, args.method_args, damping=args.damping, checkpoints=[last])
+    store = run.store() if method.requires_features else None
+    return method.fit(store, "train", run.context()).self_influence()
 
 
 def _other_self_influence(folder: Path, n: int) -> np.ndarray:

@@ -34,9 +34,9 @@ from attributor._compare import differences
 from attributor._io import atomic_save_npy, atomic_write_json, atomic_write_text
 from attributor.config import RunConfig
 from attributor.data import ArrayDataset, DatasetSplits, data_id, load_dataset
-from attributor.errors import StoreError, StoreMismatchError
+from attributor.errors import ConfigError, StoreError, StoreMismatchError
 from attributor.features import FeatureStore, featurize, make_projector
-from attributor.methods import get_method
+from attributor.methods import TrainingContext, get_method
 from attributor.models import build_model, load_checkpoint
 from attributor.models.training import evaluate_accuracy, train
 from attributor.scores import Scores
@@ -161,11 +161,11 @@ class Run:
         folder = self.out / "scores"
         if Scores.exists(folder) and (folder / "self_influence.npy").is_file() and (self.out / "metadata.json").is_file():
             return Scores.load(folder), np.load(folder / "self_influence.npy", allow_pickle=False)
-        store = self.store()
         args = self.config.score
+        method = build_method(args.method, args.method_args, damping=args.damping, checkpoints=args.checkpoints)
+        store = self.store() if method.requires_features else None
         start = time.perf_counter()
-        method = get_method(args.method, **_accepted(args.method, {"damping": args.damping, "checkpoints": args.checkpoints}))
-        method.fit(store, "train")
+        method.fit(store, "train", self.context())
         scores = method.score("test", topk=args.topk, dense=args.dense, progress=self.progress)
         self_influence = method.self_influence()
         self.timings["score_s"] = time.perf_counter() - start
@@ -176,6 +176,13 @@ class Run:
         write_self_influence_csv(self.out / "self_influence.csv", self_influence, data)
         atomic_write_json(self.out / "metadata.json", self._metadata(store, method.spec(), scores))
         return scores, self_influence
+
+    def context(self) -> TrainingContext:
+        """The model, task, datasets and checkpoints, for methods that need more than features."""
+        data = self.data()
+        checkpoints = self.checkpoints()
+        return TrainingContext(model=self.model(), task=self.task, datasets={"train": data.train(), "test": data.test()},
+                               checkpoints=checkpoints, learning_rates=[self.config.train.lr] * len(checkpoints))
 
     def report(self) -> dict[str, Any]:
         """Plots, report.html, results.md and metrics.json; returns the metrics."""
@@ -190,7 +197,7 @@ class Run:
         data = self.data()
         return evaluate_accuracy(model, data.X_test, data.y_test)
 
-    def _metadata(self, store: FeatureStore, method_spec: dict[str, Any], scores: Scores) -> dict[str, Any]:
+    def _metadata(self, store: FeatureStore | None, method_spec: dict[str, Any], scores: Scores) -> dict[str, Any]:
         import torch
 
         import attributor
@@ -198,9 +205,9 @@ class Run:
         return {
             "config": self.config.model_dump(mode="json"),
             "method": method_spec,
-            "store": {key: store.settings[key] for key in ("checkpoints", "projector", "dtype", "n_params", "dim")},
-            "n_train": int(store.split_size("train")),
-            "n_test": int(store.split_size("test")),
+            "store": {key: store.settings[key] for key in ("checkpoints", "projector", "dtype", "n_params", "dim")} if store else None,
+            "n_train": int(scores.meta["n_train"]),
+            "n_test": int(scores.n_queries),
             "topk": int(scores.top_indices.shape[1]),
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "versions": {"attributor": attributor.__version__, "torch": torch.__version__, "numpy": np.__version__,
@@ -235,10 +242,16 @@ def _complete(store: FeatureStore, splits: tuple[str, ...]) -> bool:
     return all(split in store.splits and store.is_complete(split) for split in splits)
 
 
-def _accepted(method: str, candidates: dict[str, Any]) -> dict[str, Any]:
-    """The subset of generic score arguments that ``method``'s constructor takes."""
+def build_method(name: str, method_args: dict[str, Any], **generic: Any):
+    """Build method ``name`` from its own ``method_args`` plus the generic score arguments
+    (damping, checkpoints) that its constructor takes; unknown method_args are refused."""
     from attributor.methods import Method
 
-    params = inspect.signature(Method.lookup(method).__init__).parameters
-    return {k: v for k, v in candidates.items() if k in params}
+    params = inspect.signature(Method.lookup(name).__init__).parameters
+    unknown = sorted(set(method_args) - set(params))
+    if unknown:
+        accepted = ", ".join(p for p in params if p != "self") or "none"
+        raise ConfigError(f"score.method_args {unknown} are not arguments of method {name!r} (it takes: {accepted})")
+    kwargs = {k: v for k, v in generic.items() if k in params}
+    return get_method(name, **{**kwargs, **method_args})
 
