@@ -71,6 +71,8 @@ class Run:
         self.task = ClassificationTask()
         self.timings: dict[str, float] = {}
         self._data: DatasetSplits | None = None
+        args = config.score  # refuse bad method arguments before anything is written
+        build_method(args.method, args.method_args, damping=args.damping, checkpoints=args.checkpoints)
         self._open(overwrite)
 
     # -- directory and config ---------------------------------------------------------
