@@ -111,6 +111,23 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run di
 
 
 @app.command()
+def bench(suite: str = typer.Option("quick", "--suite", help="quick (a few minutes) or full (the recorded benchmark)."),
+          out: Path = typer.Option(Path("runs/bench"), "--out", "-o", help="Output directory (a rerun reuses its caches)."),
+          methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods (ours and peers); default: all."),
+          peers: bool = typer.Option(True, "--peers/--no-peers", help="Also run traker and dattri (pip install 'attributor[peers]')."),
+          workers: int = typer.Option(1, "--workers", min=1, help="Processes for the retrains."),
+          quiet: bool = QuietOpt) -> None:
+    """Measure every method on the bench tasks: LDS, mislabel AUC, LOO, brittleness, time, memory."""
+    from attributor.evaluation.retrain import LocalExecutor
+    from attributor.pipelines.bench import run_bench
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    rows = run_bench(suite, out, methods=chosen, peers=peers, executor=LocalExecutor(workers), progress=not quiet,
+                     log=(lambda message: None) if quiet else (lambda message: typer.echo(message, err=True)))
+    typer.echo(f"{len(rows)} rows: {out / 'results.csv'}, {out / 'results.md'}")
+
+
+@app.command()
 def methods() -> None:
     """List the registered attribution methods."""
     from attributor.methods import Method, method_names

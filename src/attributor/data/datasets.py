@@ -101,7 +101,18 @@ def _npz(path: Path | None) -> tuple[np.ndarray, np.ndarray, None]:
     return arrays["X"], arrays["y"], None
 
 
+def _mnist1d(path: Path | None) -> tuple[np.ndarray, np.ndarray, None]:
+    """MNIST-1D (Greydanus 2020), generated locally with the package's default arguments."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise DataError("dataset 'mnist1d' needs the mnist1d package: pip install 'attributor[bench]'") from None
+    data = make_dataset(get_dataset_args())  # generates; never downloads or writes files
+    return np.concatenate([data["x"], data["x_test"]]), np.concatenate([data["y"], data["y_test"]]), None
+
+
 DATASETS: dict[str, Callable[[Path | None], tuple]] = {
+    "mnist1d": _mnist1d,
     "digits": _sklearn("load_digits", (8, 8)),
     "breast_cancer": _sklearn("load_breast_cancer"),
     "wine": _sklearn("load_wine"),
@@ -124,6 +135,9 @@ def load_dataset(
     seed: int = 0,
 ) -> DatasetSplits:
     """Load, validate, split (stratified, seeded), standardise and optionally corrupt a dataset.
+
+    Built-in names: digits, breast_cancer, wine, iris (scikit-learn, offline), mnist1d
+    (generated locally), npz (``path`` to a file with arrays X and y).
 
     Standardisation uses training statistics only: per feature for tabular data, one
     mean and scale for image data.

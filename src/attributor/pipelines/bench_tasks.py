@@ -1,0 +1,157 @@
+"""Bench tasks and suites: fixed data, models, recipes and checkpoints every method shares.
+
+A :class:`BenchTask` fixes a dataset, a model and its training recipe. ``prepare`` trains
+the full-data model once (saving its checkpoints) for a clean variant, used for LDS and
+leave-one-out, and a label-noise variant, used for mislabel detection, so every method,
+ours and the peers', sees the same checkpoints, queries and ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attributor._io import atomic_write_text
+from attributor.data import ArrayDataset, DatasetSplits, load_dataset
+from attributor.errors import UnknownNameError
+from attributor.evaluation.retrain import ClassificationRecipe
+from attributor.models import save_checkpoint
+from attributor.models.training import fit_lbfgs, train
+from attributor.task import ClassificationTask
+
+__all__ = ["BenchTask", "Suite", "SUITES", "PreparedTask", "prepare"]
+
+
+@dataclass(frozen=True)
+class BenchTask:
+    """One bench problem.
+
+    ``trainer="lbfgs"`` trains to the optimum of an l2-regularised convex objective (one
+    checkpoint, deterministic retrains); ``trainer="adam"`` trains for ``epochs`` and saves
+    ``checkpoint_epochs`` (the TRAK / TracIn ensemble).
+    """
+
+    name: str
+    dataset: str
+    model: str
+    hidden: tuple[int, ...] = ()
+    trainer: str = "adam"
+    l2: float = 1e-2
+    epochs: int = 40
+    lr: float = 1e-3
+    checkpoint_epochs: tuple[int, ...] = (10, 20, 30, 40)
+    max_train: int | None = None
+    n_queries: int = 100
+    label_noise: float = 0.1
+    dtype: str = "float32"
+    seed: int = 0
+
+    @property
+    def convex(self) -> bool:
+        return self.trainer == "lbfgs"
+
+    def train_args(self) -> dict[str, Any]:
+        if self.convex:
+            return {"l2": self.l2}
+        return {"epochs": self.epochs, "lr": self.lr}
+
+    def recipe(self, data: DatasetSplits) -> ClassificationRecipe:
+        """The recipe retrains use; the full-data model of :func:`prepare` is the same recipe."""
+        return ClassificationRecipe(
+            X_train=data.X_train, y_train=data.y_train, X_query=data.X_test[: self.n_queries],
+            y_query=data.y_test[: self.n_queries], model=self.model,
+            model_args={"hidden": list(self.hidden)} if self.model == "mlp" else {}, trainer=self.trainer,
+            train_args=self.train_args(), n_classes=data.n_classes, seed=self.seed, dtype=self.dtype,
+        )
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Which tasks, how many LDS subsets, the projection dimension, which extras run."""
+
+    tasks: tuple[BenchTask, ...]
+    n_subsets: int
+    proj_dim: int
+    n_loo: int = 20
+    brittleness_queries: int = 5
+    brittleness_ks: tuple[int, ...] = (10, 20, 40, 80)
+    peers: bool = True
+
+
+SUITES = {
+    "quick": Suite(
+        tasks=(
+            BenchTask("digits-logreg", "digits", "logreg", trainer="lbfgs", max_train=300, n_queries=30, dtype="float64"),
+            BenchTask("digits-mlp", "digits", "mlp", hidden=(32,), epochs=20, checkpoint_epochs=(10, 20), max_train=300, n_queries=30),
+        ),
+        n_subsets=12, proj_dim=256, n_loo=8, brittleness_queries=2, brittleness_ks=(10, 40),
+    ),
+    "full": Suite(
+        tasks=(
+            BenchTask("digits-logreg", "digits", "logreg", trainer="lbfgs", dtype="float64"),
+            BenchTask("digits-mlp", "digits", "mlp", hidden=(128,)),
+            BenchTask("mnist1d-mlp", "mnist1d", "mlp", hidden=(128,), epochs=30, checkpoint_epochs=(10, 20, 30)),
+            BenchTask("cancer-logreg", "breast_cancer", "logreg", trainer="lbfgs", dtype="float64"),
+        ),
+        n_subsets=50, proj_dim=1024,
+    ),
+}
+
+
+@dataclass
+class PreparedTask:
+    """A task's data, full-data model checkpoints and the objects methods consume."""
+
+    task: BenchTask
+    variant: str
+    data: DatasetSplits
+    checkpoints: list[Path]
+    learning_rates: list[float] | None
+    folder: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def queries(self) -> ArrayDataset:
+        return ArrayDataset(self.data.X_test[: self.task.n_queries].astype(self.task.dtype), self.data.y_test[: self.task.n_queries])
+
+    @property
+    def train_set(self) -> ArrayDataset:
+        return ArrayDataset(self.data.X_train.astype(self.task.dtype), self.data.y_train)
+
+    def model(self) -> torch.nn.Module:
+        return self.task.recipe(self.data).build()
+
+
+def prepare(task: BenchTask, variant: str, root: Path) -> PreparedTask:
+    """Load the data (``variant`` is ``clean`` or ``noisy``) and train the full model once."""
+    if variant not in ("clean", "noisy"):
+        raise UnknownNameError("bench variant", variant, ["clean", "noisy"])
+    noise = task.label_noise if variant == "noisy" else 0.0
+    data = load_dataset(task.dataset, label_noise=noise, max_train=task.max_train, seed=task.seed)
+    folder = root / task.name / variant
+    recipe = task.recipe(data)
+    spec = json.dumps({"task": asdict(task), "variant": variant, "recipe": recipe.fingerprint()}, sort_keys=True)
+    marker = folder / "checkpoints" / "recipe.json"
+    if task.convex:
+        paths = [folder / "checkpoints" / "optimum.pt"]
+    else:
+        paths = [folder / "checkpoints" / f"epoch_{e:04d}.pt" for e in task.checkpoint_epochs]
+    if not (marker.is_file() and marker.read_text() == spec and all(p.is_file() for p in paths)):
+        model = recipe.build()
+        dataset = ArrayDataset(data.X_train.astype(task.dtype), data.y_train)
+        if task.convex:
+            fit_lbfgs(model, ClassificationTask(), dataset, l2=task.l2)
+            save_checkpoint(model, paths[0])
+        else:
+            train(model, ClassificationTask(), dataset, folder / "checkpoints", epochs=task.epochs, lr=task.lr,
+                  checkpoint_epochs=task.checkpoint_epochs, seed=task.seed, progress=False)
+        atomic_write_text(marker, spec)
+    rates = None if task.convex else [task.lr] * len(paths)
+    return PreparedTask(task, variant, data, paths, rates, folder)
+
+
