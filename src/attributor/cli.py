@@ -26,6 +26,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+from attributor.commands import mirrored as _mirrored  # noqa: E402  (sub-apps register below)
+
+app.add_typer(_mirrored.app, name="mirrored")
+
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML or JSON config file.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override one config key, e.g. --set featurize.proj_dim=512 (repeatable).")
 OutOpt = typer.Option(Path("runs/attributor"), "--out", "-o", help="Run directory.")
