@@ -74,6 +74,8 @@ class Method(Registered, kind="method"):
     requires_features: bool = True
     #: Whether ``fit`` needs a TrainingContext (model, task, datasets, checkpoints).
     requires_context: bool = False
+    #: Whether the method uses a store's folder when one is given (e.g. to cache factors).
+    uses_store_folder: bool = False
 
     def get_params(self) -> dict[str, Any]:
         """The constructor arguments, read back from attributes of the same names."""

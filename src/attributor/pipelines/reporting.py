@@ -154,7 +154,7 @@ def _last_checkpoint_self_influence(run: "Run") -> np.ndarray | None:
     if last < 1 or not takes_checkpoints or args.checkpoints == [last]:
         return None
     method = build_method(args.method, args.method_args, damping=args.damping, checkpoints=[last])
-    store = run.store() if method.requires_features else None
+    store = run.store() if method.requires_features or method.uses_store_folder else None
     return method.fit(store, "train", run.context()).self_influence()
 
 

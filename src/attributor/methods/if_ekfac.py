@@ -1,0 +1,260 @@
+"""Influence functions with EK-FAC: Kronecker-factored curvature with eigenvalue correction.
+
+George, Laurent, Bouthillier, Ballas, Vincent, "Fast Approximate Natural Gradient Descent
+in a Kronecker-factored Eigenbasis", NeurIPS 2018 (EK-FAC), as used for influence
+functions by Grosse et al., "Studying Large Language Model Generalization with Influence
+Functions", 2023, section 2.2. For every ``nn.Linear`` and ``nn.Conv2d``
+layer whose weight is tracked, with a = the layer input (a column of ones appended when its
+bias is tracked; for Conv2d the unfolded input patches, one row per output position) and
+g = the gradient of the training loss in the layer's output (pre-activation):
+
+    A = E[a a^T] = Q_A diag Q_A^T,     S = E[g g^T] = Q_S diag Q_S^T          (K-FAC factors)
+    G_i = sum_positions g a^T                        per-example gradient, (out, in [+1])
+    Lambda = sum_i (Q_S^T G_i Q_A)^2                 eigenvalue correction (elementwise)
+    (C + lambda I)^{-1} V ~= Q_S [ (Q_S^T V Q_A) / (Lambda + lambda) ] Q_A^T   per layer
+
+Lambda is summed (= n times the mean of Grosse et al.) so that the curvature approximated
+is that of the SUM of training losses, the convention of the whole influence family, and
+lambda is the family's relative damping computed over the covered parameters. The labels
+in g, A, S and Lambda are ``labels="sampled"`` from the model's own predictive
+distribution (the true Fisher, whose expectation for cross-entropy is the Gauss-Newton
+matrix the family uses; classification tasks only) or ``"true"`` (the empirical Fisher,
+any task). Scores are -grad f(z)^T (C + lambda I)^{-1} grad l(z_j) with exact per-example
+gradients of the covered parameters; parameters of other modules (embeddings,
+normalisation, grouped or non-zero-padded convolutions) are ignored.
+
+Factors: with a store, they are saved as ``<store>/ekfac/<split>_ckpt<c>.npz`` (numpy,
+no pickle) with the settings and a fingerprint of the data and checkpoint, and reused when
+those match; otherwise they are kept in memory. Cost: two passes over the training set
+(factors, then correction), eigendecompositions O(sum_l in_l^3 + out_l^3), and a
+per-layer inverse product of O(out in (out + in)) per vector.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attributor._io import atomic_write_bytes
+from attributor.errors import ConfigError
+from attributor.features.gradients import tracked_parameter_names
+from attributor.methods._context import batches, dataset_fingerprint
+from attributor.methods.influence import InfluenceFunction
+from attributor.models.checkpoints import checkpoint_id
+from attributor.task import ClassificationTask
+
+__all__ = ["EKFACInfluence", "Layer", "find_layers", "layer_gradients"]
+
+LABELS = ("sampled", "true")
+
+
+@dataclass
+class Layer:
+    """A Linear or Conv2d module covered by EK-FAC; ``bias`` is the tracked bias name or None."""
+
+    name: str
+    module: nn.Module
+    weight: str
+    bias: str | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(out, in [+1]) of the layer's gradient matrix."""
+        out = self.module.weight.shape[0]
+        return out, self.module.weight[0].numel() + (self.bias is not None)
+
+
+def find_layers(model: nn.Module, tracked: list[str]) -> list[Layer]:
+    """The Linear / Conv2d modules whose weight is tracked, in module order."""
+    tracked_set, layers = set(tracked), []
+    for name, module in model.named_modules():
+        weight = f"{name}.weight" if name else "weight"
+        if weight not in tracked_set:
+            continue
+        if isinstance(module, nn.Conv2d):
+            if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+                continue
+        elif not isinstance(module, nn.Linear):
+            continue
+        bias = weight[: -len("weight")] + "bias"
+        layers.append(Layer(name, module, weight, bias if module.bias is not None and bias in tracked_set else None))
+    return layers
+
+
+def layer_gradients(model: nn.Module, task: Any, batch: Any, layers: list[Layer]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer ``(a, g)``: inputs (B, T, in [+1]) and output gradients (B, T, out) of the summed train loss.
+
+    T is 1 for a Linear on (B, in), the positions for sequences or convolutions. The
+    per-example gradient of the layer's [weight | bias] is ``g_i^T a_i`` (out, in [+1]).
+    """
+    captured: dict[str, list] = {layer.name: [] for layer in layers}
+    handles = [layer.module.register_forward_hook(lambda m, i, o, key=layer.name: captured[key].append((i[0], o)))
+               for layer in layers]
+    try:
+        with torch.enable_grad():
+            loss = task.train_loss(model, batch).sum()
+    finally:
+        for handle in handles:
+            handle.remove()
+    for layer in layers:
+        if len(captured[layer.name]) != 1:
+            raise ConfigError(f"if-ekfac: layer {layer.name!r} ran {len(captured[layer.name])} times in one forward pass; "
+                              "shared layers are not supported")
+    outputs = [captured[layer.name][0][1] for layer in layers]
+    grads = torch.autograd.grad(loss, outputs, allow_unused=True)
+    result = []
+    for layer, output, grad in zip(layers, outputs, grads):
+        x = captured[layer.name][0][0].detach()
+        grad = torch.zeros_like(output) if grad is None else grad.detach()
+        batch_size, module = x.shape[0], layer.module
+        if isinstance(module, nn.Conv2d):
+            a = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride).transpose(1, 2)
+            g = grad.reshape(batch_size, grad.shape[1], -1).transpose(1, 2)
+        else:
+            a = x.reshape(batch_size, -1, x.shape[-1])
+            g = grad.reshape(batch_size, -1, grad.shape[-1])
+        if layer.bias is not None:
+            a = torch.cat([a, torch.ones_like(a[..., :1])], dim=-1)
+        result.append((a, g))
+    return result
+
+
+class EKFACInfluence(InfluenceFunction, key="if-ekfac"):
+    """Influence functions with EK-FAC curvature over Linear/Conv2d layers (George et al. 2018; Grosse et al. 2023).
+
+    Args:
+        damping: relative damping, lambda = damping * sum_i |grad l_i|^2 / p over the covered parameters.
+        checkpoint: index of the context's checkpoint (default -1, the last).
+        labels: ``"sampled"`` (default; true Fisher, classification tasks) or ``"true"`` (empirical Fisher).
+        seed: seeds the sampled labels.
+        batch_size: examples per batch.
+    """
+
+    uses_store_folder = True  # factors are cached in <store>/ekfac/
+
+    def __init__(self, damping: float = 1e-2, checkpoint: int = -1, labels: str = "sampled", seed: int = 0,
+                 batch_size: int = 64):
+        self.damping = damping
+        self.checkpoint = checkpoint
+        self.labels = labels
+        self.seed = seed
+        self.batch_size = batch_size
+
+    def _check_arguments(self) -> None:
+        if self.labels not in LABELS:
+            raise ConfigError(f"if-ekfac labels must be one of {LABELS}, got {self.labels!r}")
+        if self.labels == "sampled" and not isinstance(self.context_.task, ClassificationTask):
+            raise ConfigError("if-ekfac labels='sampled' draws labels from the model's softmax and needs a classification "
+                              "task; use labels='true' for other tasks")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise ConfigError(f"if-ekfac seed must be an integer, got {self.seed!r}")
+
+    def _parameter_names(self) -> list[str]:
+        self.layers_ = find_layers(self.model_, tracked_parameter_names(self.model_, self.context_.task))
+        if not self.layers_:
+            raise ConfigError("if-ekfac found no nn.Linear or nn.Conv2d layer with tracked weights in the model")
+        return [name for layer in self.layers_ for name in (layer.weight, layer.bias) if name is not None]
+
+    # -- factors ---------------------------------------------------------------------------
+    def _fit_curvature(self) -> None:
+        self.lambda_ = self._family_lambda()
+        path, settings = self._factor_file()
+        factors = _load_factors(path, settings, len(self.layers_)) if path is not None else None
+        self.factors_loaded_ = factors is not None
+        if factors is None:
+            factors = self._compute_factors()
+            if path is not None:
+                _save_factors(path, settings, factors)
+        self.factors_ = factors  # per layer: (Q_S (out, out), Q_A (in, in), Lambda (out, in))
+
+    def _factor_file(self) -> tuple[Path | None, dict[str, Any]]:
+        if self.store_ is None:
+            return None, {}
+        dataset = self.context_.dataset(self.split_)
+        settings = {
+            "version": 1, "split": self.split_, "n": len(dataset), "data": dataset_fingerprint(dataset),
+            "checkpoint": checkpoint_id(self.context_.checkpoints[self.checkpoint_]),
+            "layers": [[layer.name, *layer.shape] for layer in self.layers_],
+            "labels": self.labels, "seed": int(self.seed), "batch_size": int(self.batch_size),
+        }
+        return Path(self.store_.path) / "ekfac" / f"{self.split_}_ckpt{self.checkpoint_:03d}.npz", settings
+
+    def _passes(self):
+        """Yield per batch the (a, g) of every layer, with sampled labels drawn reproducibly."""
+        seed = np.random.SeedSequence([int(self.seed), self.checkpoint_]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(seed))
+        for _, _, batch in batches(self.context_.dataset(self.split_), self.batch_size):
+            if self.labels == "sampled":
+                inputs = batch[0]
+                with torch.no_grad():
+                    probs = torch.softmax(self.model_(inputs), dim=-1)
+                sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+                batch = (inputs, sampled.reshape(probs.shape[:-1]))
+            yield layer_gradients(self.model_, self.context_.task, batch, self.layers_)
+
+    def _compute_factors(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        shapes = [layer.shape for layer in self.layers_]
+        a_sums = [torch.zeros(i, i, dtype=torch.float64) for _, i in shapes]
+        s_sums = [torch.zeros(o, o, dtype=torch.float64) for o, _ in shapes]
+        for per_layer in self._passes():
+            for k, (a, g) in enumerate(per_layer):
+                a_sums[k] += torch.einsum("bti,btj->ij", a, a)
+                s_sums[k] += torch.einsum("bto,btp->op", g, g)
+        bases = [(torch.linalg.eigh(s)[1], torch.linalg.eigh(a)[1]) for s, a in zip(s_sums, a_sums)]
+        corrections = [torch.zeros(o, i, dtype=torch.float64) for o, i in shapes]
+        for per_layer in self._passes():
+            for k, (a, g) in enumerate(per_layer):
+                q_s, q_a = bases[k]
+                rotated = torch.einsum("op,bto,bti,ij->bpj", q_s, g, a, q_a)  # Q_S^T G_i Q_A per example
+                corrections[k] += (rotated**2).sum(dim=0)
+        return [(q_s, q_a, lam) for (q_s, q_a), lam in zip(bases, corrections)]
+
+    # -- inverse ---------------------------------------------------------------------------
+    def _inverse_hvp(self, vectors: torch.Tensor) -> torch.Tensor:
+        out, offset, m = torch.empty_like(vectors), 0, vectors.shape[1]
+        for layer, (q_s, q_a, lam) in zip(self.layers_, self.factors_):
+            rows, cols = layer.shape
+            size = rows * cols
+            block = vectors[offset : offset + size].T  # (m, out * in [+1]) in parameter order
+            weights = rows * (cols - (layer.bias is not None))
+            matrix = block[:, :weights].reshape(m, rows, -1)
+            if layer.bias is not None:
+                matrix = torch.cat([matrix, block[:, weights:].reshape(m, rows, 1)], dim=2)
+            solved = q_s @ ((q_s.T @ matrix @ q_a) / (lam + self.lambda_)) @ q_a.T
+            flat = solved[:, :, : cols - (layer.bias is not None)].reshape(m, -1)
+            if layer.bias is not None:
+                flat = torch.cat([flat, solved[:, :, -1]], dim=1)
+            out[offset : offset + size] = flat.T
+            offset += size
+        return out
+
+
+def _save_factors(path: Path, settings: dict[str, Any], factors: list) -> None:
+    arrays = {"settings": np.array(json.dumps(settings, sort_keys=True))}
+    for k, (q_s, q_a, lam) in enumerate(factors):
+        arrays.update({f"q_s_{k}": q_s.numpy(), f"q_a_{k}": q_a.numpy(), f"lambda_{k}": lam.numpy()})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_factors(path: Path, settings: dict[str, Any], n_layers: int) -> list | None:
+    """The saved factors if ``path`` holds factors computed with exactly ``settings``, else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if json.loads(str(saved["settings"])) != json.loads(json.dumps(settings)):
+                return None
+            return [tuple(torch.from_numpy(np.array(saved[f"{name}_{k}"], dtype=np.float64))
+                          for name in ("q_s", "q_a", "lambda")) for k in range(n_layers)]
+    except (OSError, ValueError, KeyError):  # unreadable or from another version: recompute
+        return None
