@@ -41,7 +41,7 @@ class BenchTask:
     model: str
     hidden: tuple[int, ...] = ()
     trainer: str = "adam"
-    l2: float = 1e-2
+    l2: float = 1.0  # scikit-learn's default (C = 1): sum of losses + 1/2 |theta|^2
     epochs: int = 40
     lr: float = 1e-3
     checkpoint_epochs: tuple[int, ...] = (10, 20, 30, 40)
