@@ -27,8 +27,10 @@ app = typer.Typer(
 )
 
 from attributor.commands import mirrored as _mirrored  # noqa: E402  (sub-apps register below)
+from attributor.commands import store as _store  # noqa: E402
 
 app.add_typer(_mirrored.app, name="mirrored")
+app.add_typer(_store.app, name="store")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML or JSON config file.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override one config key, e.g. --set featurize.proj_dim=512 (repeatable).")
@@ -51,12 +53,33 @@ def _open_run(config: Optional[Path], sets: Optional[List[str]], out: Path, over
 @app.command()
 def featurize(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Path = OutOpt,
               proj_dim: Optional[int] = typer.Option(None, "--proj-dim", help="Projected dimension k."),
+              projection: Optional[str] = typer.Option(None, "--projection", help="factored, gaussian (dense), rademacher, sparse or identity."),
+              shard: Optional[str] = typer.Option(None, "--shard", help="i/n: featurize only shard i of n (a contiguous range of chunks) into OUT/store-shard-i-of-n; join with `attributor store merge`."),
               overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
     """Prepare the data, train the checkpoints if needed, and write projected gradient features."""
-    run = _open_run(config, set_, out, overwrite, quiet, {"featurize.proj_dim": proj_dim})
-    store = run.store()
+    shard_spec = _parse_shard(shard) if shard is not None else None
+    run = _open_run(config, set_, out, overwrite, quiet, {"featurize.proj_dim": proj_dim, "featurize.projection": projection})
+    store = run.store(shard=shard_spec)
+    if shard_spec is not None:
+        done = {split: int(sum(store.done_mask(split, c).sum() for c in range(store.n_checkpoints)) // store.n_checkpoints)
+                for split in ("train", "test")}
+        typer.echo(f"shard {shard_spec[0]}/{shard_spec[1]}: {store.path} (train {done['train']} of {store.split_size('train')}, "
+                   f"test {done['test']} of {store.split_size('test')}, k={store.dim}); merge the shards with "
+                   f"`attributor store merge {out}/store-shard-*-of-{shard_spec[1]} --out {out}/store`")
+        return
     typer.echo(f"features: {store.path} (train {store.split_size('train')}, test {store.split_size('test')}, "
                f"k={store.dim}, {store.n_checkpoints} checkpoints)")
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        shard = (-1, 0)
+    if not sep or shard[1] < 1 or not 0 <= shard[0] < shard[1]:
+        raise ConfigError(f"--shard must look like i/n with 0 <= i < n (e.g. 0/4), got {text!r}")
+    return shard
 
 
 @app.command()
@@ -120,13 +143,14 @@ def bench(suite: str = typer.Option("quick", "--suite", help="quick (a few minut
           methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods (ours and peers); default: all."),
           peers: bool = typer.Option(True, "--peers/--no-peers", help="Also run traker and dattri (pip install 'attributor[peers]')."),
           workers: int = typer.Option(1, "--workers", min=1, help="Processes for the retrains."),
+          projection: str = typer.Option("gaussian", "--projection", help="Projection of our gradient features: gaussian (dense), factored, sparse, rademacher."),
           quiet: bool = QuietOpt) -> None:
     """Measure every method on the bench tasks: LDS, mislabel AUC, LOO, brittleness, time, memory."""
     from attributor.evaluation.retrain import LocalExecutor
     from attributor.pipelines.bench import run_bench
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    rows = run_bench(suite, out, methods=chosen, peers=peers, executor=LocalExecutor(workers), progress=not quiet,
+    rows = run_bench(suite, out, methods=chosen, peers=peers, executor=LocalExecutor(workers), progress=not quiet, projection=projection,
                      log=(lambda message: None) if quiet else (lambda message: typer.echo(message, err=True)))
     typer.echo(f"{len(rows)} rows: {out / 'results.csv'}, {out / 'results.md'}")
 

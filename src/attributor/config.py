@@ -90,19 +90,27 @@ class TrainArgs(_Args):
 class FeaturizeArgs(_Args):
     """Per-example gradient features and their projection."""
 
-    projection: Literal["gaussian", "rademacher", "identity"] = Field("gaussian", description="random projection of the gradients")
+    projection: Literal["gaussian", "dense", "rademacher", "sparse", "factored", "identity"] = Field(
+        "gaussian", description="projection of the per-example gradients: gaussian (= dense) or rademacher (dense, "
+        "exact gradients), sparse (sparse sign JL, exact gradients), factored (Kronecker factors per layer from "
+        "layer inputs and output gradients, no per-example gradients), identity (none)")
     proj_dim: int = Field(1024, ge=1, description="projected dimension k (ignored by identity)")
     seed: int = Field(0, description="projection seed; matrices are regenerated from (seed, checkpoint, block)")
     dtype: Literal["float16", "float32", "float64"] = Field("float32", description="storage dtype of the features")
     chunk_size: int = Field(1024, ge=1, description="examples per store chunk (the unit of resumption)")
     batch_size: int = Field(128, ge=1, description="examples per vectorised gradient batch")
 
+    @field_validator("projection", mode="before")
+    @classmethod
+    def _dense_is_gaussian(cls, value: Any) -> Any:
+        return "gaussian" if value == "dense" else value
+
 
 class ScoreArgs(_Args):
     """The attribution method and what is kept of its scores."""
 
     method: str = Field("trak", description="registered method name (`attributor methods` lists them)")
-    damping: float = Field(1e-2, ge=0, description="relative ridge on the after-kernel (fraction of its mean eigenvalue)")
+    damping: float = Field(1e-2, ge=0, description="relative ridge: a fraction of the mean eigenvalue of the curvature (TRAK: the after-kernel; influence functions: the summed Fisher / Gauss-Newton matrix)")
     checkpoints: Optional[list[int]] = Field(None, description="checkpoint indices to ensemble over (default: all)")
     method_args: dict[str, Any] = Field({}, description="further constructor arguments of the method, e.g. {steps: 5} (checked by the method)")
     topk: int = Field(10, ge=1, description="proponents and opponents kept per query")

@@ -1,9 +1,23 @@
 """featurize: dataset + model checkpoints + Task -> FeatureStore.
 
 For every checkpoint c and every chunk of the split not yet committed, the rows are
-processed in batches: per-example gradients of ``task.measurement`` (torch.func), projected
-by the seeded projector for checkpoint c, and TRAK's ``task.out_to_loss``. The chunk is
-then committed to the store. Work already committed is skipped, so a killed run resumes.
+processed in batches: projected per-example gradients of ``task.measurement`` and TRAK's
+``task.out_to_loss``. The chunk is then committed to the store. Work already committed is
+skipped, so a killed run resumes.
+
+How the projected gradients are computed is the projector's declared need, not its name:
+a projector with ``factored = True`` gets the :class:`~attributor.features.factored.FactoredFeaturizer`
+(layer inputs and output gradients from one batched backward, Kronecker factors per
+layer); every other one gets :class:`ExactFeaturizer` (torch.func per-example gradients,
+then ``projector.project``).
+
+Memory is bounded by one chunk: the dataset is read item by item (map-style, any size),
+features of at most ``chunk_size`` rows are held before they are written.
+
+Sharding: ``shard=(i, n)`` featurizes only shard i of n, the contiguous range of chunk
+indices ``[i * C // n, (i + 1) * C // n)`` of each split of C chunks, into its own store
+(same settings); :func:`attributor.features.merge.merge_stores` joins the shards into
+a store equal to an unsharded run, chunk files linked with their checksums.
 """
 
 from __future__ import annotations
@@ -23,7 +37,36 @@ from attributor.models.checkpoints import checkpoint_id, load_checkpoint
 from attributor.progress import progress_bar
 from attributor.task import Task
 
-__all__ = ["featurize", "store_settings"]
+__all__ = ["featurize", "store_settings", "ExactFeaturizer", "make_featurizer", "shard_chunks"]
+
+
+class ExactFeaturizer:
+    """Per-example gradients with torch.func (B x p), then ``projector.project`` to (B, k)."""
+
+    def __init__(self, model: torch.nn.Module, task: Task, names: list[str], projector: Projector):
+        self.model, self.task, self.names, self.projector = model, task, names, projector
+        self.dim = projector.out_dim(count_parameters(model, names))
+
+    def spec(self) -> dict[str, Any]:
+        return self.projector.spec()
+
+    def __enter__(self) -> "ExactFeaturizer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def features(self, batch: Any, checkpoint: int) -> torch.Tensor:
+        grads = per_example_gradients(self.model, self.task, batch, self.names)
+        return self.projector.project(grads, checkpoint).detach()
+
+
+def make_featurizer(model: torch.nn.Module, task: Task, projector: Projector, names: list[str] | None = None):
+    """The featurizer a projector asks for (``projector.factored``); use it as a context manager."""
+    from attributor.features.factored import FactoredFeaturizer
+
+    names = tracked_parameter_names(model, task) if names is None else names
+    return (FactoredFeaturizer if projector.factored else ExactFeaturizer)(model, task, names, projector)
 
 
 def store_settings(
@@ -34,20 +77,32 @@ def store_settings(
     *,
     dtype: str = "float32",
     chunk_size: int = 1024,
+    featurizer: Any = None,
 ) -> dict[str, Any]:
     """The settings a store is created with; two runs share a store only if these match."""
     names = tracked_parameter_names(model, task)
     n_params = count_parameters(model, names)
+    featurizer = featurizer or make_featurizer(model, task, projector, names)
     return {
         "task": task.spec(),
         "model": {"class": type(model).__name__, "parameters": {n: list(p.shape) for n, p in model.named_parameters() if n in names}},
         "checkpoints": [checkpoint_id(path) for path in checkpoints],
-        "projector": projector.spec(),
+        "projector": featurizer.spec(),
         "dtype": dtype,
         "chunk_size": int(chunk_size),
         "n_params": n_params,
-        "dim": projector.out_dim(n_params),
+        "dim": int(featurizer.dim),
     }
+
+
+def shard_chunks(n_chunks: int, shard: tuple[int, int] | None) -> range:
+    """Chunk indices of shard ``(i, n)``: the contiguous range ``[i * C // n, (i + 1) * C // n)``."""
+    if shard is None:
+        return range(n_chunks)
+    index, count = shard
+    if not (isinstance(index, int) and isinstance(count, int) and count >= 1 and 0 <= index < count):
+        raise DataError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
+    return range(index * n_chunks // count, (index + 1) * n_chunks // count)
 
 
 def featurize(
@@ -65,6 +120,7 @@ def featurize(
     batch_size: int = 64,
     overwrite: bool = False,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> FeatureStore:
     """Featurize ``dataset`` into split ``split`` of the store at ``store_path``.
 
@@ -76,6 +132,8 @@ def featurize(
         projector: seeded projection; block matrices are regenerated per checkpoint.
         data_id: optional content id of the dataset, checked when the split is reopened.
         dtype: storage dtype, ``float16``, ``float32`` or ``float64``.
+        shard: ``(i, n)``: featurize only shard i of n (a contiguous range of chunks, see
+            :func:`shard_chunks`); the store then holds that range only, to be merged.
 
     Returns the store; ``store.features(split, c)`` has shape (len(dataset), k).
     """
@@ -83,31 +141,32 @@ def featurize(
         raise DataError("featurize needs at least one checkpoint")
     if chunk_size < 1 or batch_size < 1:
         raise DataError(f"chunk_size and batch_size must be >= 1 (got {chunk_size}, {batch_size})")
-    settings = store_settings(model, task, checkpoints, projector, dtype=dtype, chunk_size=chunk_size)
+    featurizer = make_featurizer(model, task, projector)
+    settings = store_settings(model, task, checkpoints, projector, dtype=dtype, chunk_size=chunk_size, featurizer=featurizer)
     store = FeatureStore.create(store_path, settings, overwrite=overwrite)
     store.add_split(split, len(dataset), data_id)
-    names = tracked_parameter_names(model, task)
-    todo = [(c, bounds) for c in range(len(checkpoints)) for bounds in store.missing_chunks(split, c)]
+    mine = set(shard_chunks(len(store.chunk_bounds(split)), shard))
+    todo = [(c, bounds) for c in range(len(checkpoints)) for bounds in store.missing_chunks(split, c) if bounds[0] in mine]
     if not todo:
         return store
     was_training = model.training
     model.eval()
     try:
-        with store.writing(), progress_bar(total=sum(b[2] - b[1] for _, b in todo), desc=f"featurize {split}", enabled=progress) as bar:
-            _featurize_chunks(model, task, dataset, store, names, projector, checkpoints, split, todo, batch_size, bar)
+        with store.writing(), featurizer, progress_bar(total=sum(b[2] - b[1] for _, b in todo), desc=f"featurize {split}", enabled=progress) as bar:
+            _featurize_chunks(model, task, dataset, store, featurizer, checkpoints, split, todo, batch_size, bar)
     finally:
         model.train(was_training)
     return store
 
 
-def _featurize_chunks(model, task, dataset, store, names, projector, checkpoints, split, todo, batch_size, bar) -> None:
+def _featurize_chunks(model, task, dataset, store, featurizer, checkpoints, split, todo, batch_size, bar) -> None:
     """Compute and commit each ``(checkpoint, (index, start, stop))`` chunk of ``todo``."""
     loaded = None
     for c, (index, start, stop) in todo:
         if loaded != c:
             load_checkpoint(model, checkpoints[c])
             loaded = c
-        features, out_to_loss = _featurize_rows(model, task, dataset, names, projector, c, start, stop, batch_size)
+        features, out_to_loss = _featurize_rows(model, task, dataset, featurizer, c, start, stop, batch_size)
         bad = ~np.isfinite(features).all(axis=1) | ~np.isfinite(out_to_loss)
         if bad.any():
             rows = (np.flatnonzero(bad) + start)[:5].tolist()
@@ -119,12 +178,11 @@ def _featurize_chunks(model, task, dataset, store, names, projector, checkpoints
         bar.update(stop - start)
 
 
-def _featurize_rows(model, task, dataset, names, projector, checkpoint, start, stop, batch_size):
+def _featurize_rows(model, task, dataset, featurizer, checkpoint, start, stop, batch_size):
     features, out_to_loss = [], []
     for lo in range(start, stop, batch_size):
         batch = default_collate([dataset[i] for i in range(lo, min(lo + batch_size, stop))])
-        grads = per_example_gradients(model, task, batch, names)
-        features.append(projector.project(grads, checkpoint).detach())
+        features.append(featurizer.features(batch, checkpoint))
         with torch.no_grad():
             out_to_loss.append(task.out_to_loss(model, batch).detach())
     return torch.cat(features).numpy(), torch.cat(out_to_loss).numpy()

@@ -225,7 +225,7 @@ class FeatureStore:
         folder = self.path / split / f"ckpt{checkpoint:03d}"
         q_dtype = np.float64 if self.dtype == np.float64 else np.float32
         entry = {
-            "features": atomic_save_npy(folder / f"features_{index:06d}.npy", features.astype(self.dtype)),
+            "features": atomic_save_npy(folder / f"features_{index:06d}.npy", features.astype(self.dtype, copy=False)),
             "out_to_loss": atomic_save_npy(folder / f"out_to_loss_{index:06d}.npy", out_to_loss.astype(q_dtype)),
         }
         self._split(split)["chunks"][str(checkpoint)][str(index)] = entry

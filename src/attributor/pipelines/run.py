@@ -142,19 +142,27 @@ class Run:
         self.timings["train_s"] = time.perf_counter() - start
         return paths
 
-    def store(self) -> FeatureStore:
-        """The feature store with splits ``train`` and ``test`` complete."""
+    def store(self, shard: tuple[int, int] | None = None) -> FeatureStore:
+        """The feature store with splits ``train`` and ``test`` complete.
+
+        With ``shard=(i, n)``, only shard i of n (a contiguous range of each split's chunks)
+        is featurized, into ``store-shard-<i>-of-<n>/`` beside ``store/``; join the shards
+        with ``attributor store merge`` (:func:`attributor.features.merge.merge_stores`)
+        into ``store/``. A shard store left from other settings is replaced: the run's
+        config.json, already checked, is the authority.
+        """
         data, checkpoints, args = self.data(), self.checkpoints(), self.config.featurize
         projector = make_projector(args.projection, args.proj_dim, seed=args.seed)
-        path = self.out / "store"
+        path = self.out / ("store" if shard is None else f"store-shard-{shard[0]}-of-{shard[1]}")
         finished = FeatureStore.exists(path) and _complete(FeatureStore.open(path), ("train", "test"))
         start = time.perf_counter()
         for split, X, y in (("train", data.X_train, data.y_train), ("test", data.X_test, data.y_test)):
             # featurize also checks that a finished store matches these settings and data
             store = featurize(self.model(), self.task, ArrayDataset(X, y), checkpoints, path, projector,
                               split=split, data_id=data_id(X, y), dtype=args.dtype, chunk_size=args.chunk_size,
-                              batch_size=args.batch_size, progress=self.progress)
-        if not finished:
+                              batch_size=args.batch_size, progress=self.progress, shard=shard,
+                              overwrite=shard is not None)
+        if not finished and shard is None:
             self.timings["featurize_s"] = time.perf_counter() - start
         return store
 
@@ -165,7 +173,7 @@ class Run:
             return Scores.load(folder), np.load(folder / "self_influence.npy", allow_pickle=False)
         args = self.config.score
         method = build_method(args.method, args.method_args, damping=args.damping, checkpoints=args.checkpoints)
-        store = self.store() if method.requires_features else None
+        store = self.store() if method.requires_features or method.uses_store_folder else None
         start = time.perf_counter()
         method.fit(store, "train", self.context())
         scores = method.score("test", topk=args.topk, dense=args.dense, progress=self.progress)
