@@ -12,14 +12,9 @@ import pytest
 import yaml
 
 from attributor.cli import main
+from zoo import TINY_RUN
 
-TINY = {
-    "data": {"name": "digits", "max_train": 240, "label_noise": 0.1},
-    "model": {"hidden": [32]},
-    "train": {"epochs": 6, "checkpoint_epochs": [3, 6]},
-    "featurize": {"proj_dim": 64, "chunk_size": 64},
-    "score": {"topk": 5},
-}
+TINY = TINY_RUN
 
 
 @pytest.fixture()

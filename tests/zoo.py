@@ -73,3 +73,13 @@ class ForbiddenDataset(Dataset):
 
     def __getitem__(self, index: int):
         raise AssertionError(f"example {index} was read although the store is complete")
+
+
+#: A run config small enough for end-to-end CLI tests (digits, 240 training examples, 2 checkpoints).
+TINY_RUN = {
+    "data": {"name": "digits", "max_train": 240, "label_noise": 0.1},
+    "model": {"hidden": [32]},
+    "train": {"epochs": 6, "checkpoint_epochs": [3, 6]},
+    "featurize": {"proj_dim": 64, "chunk_size": 64},
+    "score": {"topk": 5},
+}
