@@ -7,7 +7,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install sysdeps clean
 
 install: $(STAMP)
 
@@ -20,7 +20,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/attributor demo --out runs/demo
 
-test: $(STAMP)
+# PostgreSQL (registry tests on a real server) and Chromium (dashboard screenshots):
+# installed with apt when missing and we may; otherwise those tests skip (CI requires them).
+sysdeps:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing postgresql and chromium with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium >/dev/null; \
+	else echo "note: postgresql/chromium missing and cannot apt-get install them: their tests will skip"; fi
+
+test: $(STAMP) sysdeps
 	$(PY) -m pytest -q
 
 clean:

@@ -27,10 +27,14 @@ app = typer.Typer(
 )
 
 from attributor.commands import mirrored as _mirrored  # noqa: E402  (sub-apps register below)
+from attributor.commands import provenance as _provenance  # noqa: E402
+from attributor.commands import registry as _registry  # noqa: E402
 from attributor.commands import store as _store  # noqa: E402
 
 app.add_typer(_mirrored.app, name="mirrored")
 app.add_typer(_store.app, name="store")
+app.add_typer(_provenance.app, name="provenance")
+app.add_typer(_registry.app, name="registry")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML or JSON config file.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override one config key, e.g. --set featurize.proj_dim=512 (repeatable).")

@@ -15,6 +15,9 @@ __all__ = [
     "StoreCorruptedError",
     "NotFittedError",
     "UnknownNameError",
+    "RegistryError",
+    "RegistryPermissionError",
+    "ModelLoadError",
 ]
 
 
@@ -52,3 +55,15 @@ class UnknownNameError(AttributorError):
     def __init__(self, kind: str, name: str, known: list[str] | tuple[str, ...]):
         self.kind, self.name, self.known = kind, name, sorted(known)
         super().__init__(f"unknown {kind} {name!r}; choose one of: {', '.join(self.known)}")
+
+
+class RegistryError(AttributorError):
+    """A fingerprint registry cannot be opened, migrated or written as asked."""
+
+
+class RegistryPermissionError(RegistryError):
+    """The registry's database refused a write (the connecting role may only read)."""
+
+
+class ModelLoadError(AttributorError):
+    """A model or tokenizer could not be loaded from the given path or name."""

@@ -29,7 +29,7 @@ def test_quick_bench_writes_the_table_with_intervals_and_baselines(tmp_path, cap
         lds, low, high, chance = (float(row[k]) for k in ("lds", "lds_low", "lds_high", "lds_random"))
         assert -1 <= low <= lds <= high <= 1 and abs(chance) < 0.3
         assert 0 <= float(row["auc"]) <= 1 and abs(float(row["auc_random"]) - 0.5) < 0.05
-        assert float(row["score_s"]) >= 0 and float(row["peak_mb"]) > 0
+        assert float(row["score_s"]) >= 0 and float(row["peak_mb"]) >= 0
     by = {(r["task"], r["method"]): r for r in rows}
     for task in ("digits-logreg", "digits-mlp"):  # a real attribution beats random scores on both metrics
         assert float(by[task, "trak"]["lds"]) > float(by[task, "trak"]["lds_random"]) + 0.2

@@ -62,6 +62,7 @@ class _Variant:
     prepared: PreparedTask
     store: FeatureStore
     featurize_s: float
+    projection_seed: int
     context: TrainingContext = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,13 +78,31 @@ class _Variant:
 METHOD_ARGS: dict[str, dict[str, Any]] = {
     "if-cg": {"max_iter": 50},
     "if-lissa": {"depth": 200},
+    # the exact Gauss-Newton inverse on the MLP tasks too (9,610 parameters: a 0.7 GB matrix)
+    "if-explicit": {"max_params": 10_000},
 }
 
 
 #: Self-influence the bench does not compute (no AUC row), with the reason.
 SKIP_SELF_INFLUENCE = {
-    "dattri-if": "dattri's IF self-influence takes about 10 minutes on the digits MLP (one CG solve per training example)",
+    "dattri-if": "dattri's IF self-influence is one CG solve per training example (about 10 minutes on the digits MLP)",
 }
+
+#: Iterative inverse solvers whose self-influence is one capped solve per block of training
+#: examples, each iteration a full-data curvature product: skipped above this many training
+#: examples on non-convex tasks, where they also do not converge within the cap.
+ITERATIVE_SELF_INFLUENCE = ("if-cg", "if-lissa")
+ITERATIVE_SELF_INFLUENCE_MAX_TRAIN = 2000
+
+
+def skip_self_influence(name: str, task: BenchTask, n_train: int) -> str | None:
+    """Why the bench does not compute ``name``'s self-influence on ``task`` (None: it does)."""
+    if name in SKIP_SELF_INFLUENCE:
+        return SKIP_SELF_INFLUENCE[name]
+    if name in ITERATIVE_SELF_INFLUENCE and not task.convex and n_train > ITERATIVE_SELF_INFLUENCE_MAX_TRAIN:
+        return (f"{name}'s self-influence is one capped iterative solve per block of {n_train} training examples "
+                f"(over 10 minutes on 2 cores); skipped above {ITERATIVE_SELF_INFLUENCE_MAX_TRAIN} on non-convex tasks")
+    return None
 
 
 def method_args(name: str, task: BenchTask, variant: "_Variant | None" = None) -> dict[str, Any]:
@@ -128,8 +147,14 @@ def run_bench(
     progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
     projection: str = "gaussian",
+    projection_seed: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run a suite (``"quick"``, ``"full"`` or a :class:`Suite`) into ``out``; return the result rows."""
+    """Run a suite (``"quick"``, ``"full"`` or a :class:`Suite`) into ``out``; return the result rows.
+
+    ``projection_seed`` (default: each task's seed) seeds the random projections of ours and
+    the peers; data, training and the LDS subsets keep the task's seed, so the retrains are
+    shared (cached) between projection seeds.
+    """
     if isinstance(suite, str):
         if suite not in SUITES:
             raise ConfigError(f"unknown suite {suite!r}; choose one of: {', '.join(SUITES)}")
@@ -146,8 +171,9 @@ def run_bench(
     rows, loo_rows, brittle_rows, notes = [], [], [], []
     for task in suite.tasks:
         log(f"task {task.name}: preparing")
-        clean = _variant(task, "clean", out, suite, progress, projection)
-        noisy = _variant(task, "noisy", out, suite, progress, projection)
+        seed = task.seed if projection_seed is None else projection_seed
+        clean = _variant(task, "clean", out, suite, progress, projection, seed)
+        noisy = _variant(task, "noisy", out, suite, progress, projection, seed)
         recipe = task.recipe(clean.prepared.data)
         n_train = len(clean.prepared.data.y_train)
         masks = random_subsets(n_train, suite.n_subsets, seed=task.seed)
@@ -188,19 +214,24 @@ def _peer_names() -> tuple[str, ...]:
     return PEERS
 
 
-def _variant(task: BenchTask, variant: str, out: Path, suite: Suite, progress: bool, projection: str = "gaussian") -> _Variant:
+def _variant(task: BenchTask, variant: str, out: Path, suite: Suite, progress: bool, projection: str = "gaussian",
+             projection_seed: int | None = None) -> _Variant:
     prepared = prepare(task, variant, out / "tasks")
-    projector = make_projector(projection, suite.proj_dim, seed=task.seed)
+    seed = task.seed if projection_seed is None else projection_seed
+    projector = make_projector(projection, suite.proj_dim, seed=seed)
     start = time.perf_counter()
     path = prepared.folder / "store"
     for split, dataset in (("train", prepared.train_set), ("query", prepared.queries)):
         store = featurize(prepared.model(), ClassificationTask(), dataset, prepared.checkpoints, path, projector,
                           split=split, dtype="float64" if task.dtype == "float64" else "float32",
                           progress=progress, overwrite=True)
-    return _Variant(prepared, store, time.perf_counter() - start)
+    return _Variant(prepared, store, time.perf_counter() - start, seed)
 
 
 def _attribute(name: str, task: BenchTask, variant: _Variant, suite: Suite, out: Path, *, scores: bool) -> Attribution:
+    reason = None if scores else skip_self_influence(name, task, len(variant.prepared.train_set.labels))
+    if reason is not None:
+        return Attribution(note=f"no AUC: {reason}")
     if name in method_names():
         return _ours(name, task, variant, scores)
     return _peer(name, task, variant, suite, out, scores)
@@ -218,14 +249,12 @@ def _ours(name: str, task: BenchTask, variant: _Variant, scores: bool) -> Attrib
             seconds = time.perf_counter() - start
     except AttributorError as err:
         return Attribution(note=f"not run: {err}")
-    return Attribution(values, self_influence, variant.featurize_s if method.requires_features else None, seconds, peak.peak_mb)
+    return Attribution(values, self_influence, variant.featurize_s if method.requires_features else None, seconds, peak.rise_mb)
 
 
 def _peer(name: str, task: BenchTask, variant: _Variant, suite: Suite, out: Path, scores: bool) -> Attribution:
     from attributor.evaluation.peers import run_peer
 
-    if not scores and name in SKIP_SELF_INFLUENCE:
-        return Attribution(note=f"no AUC: {SKIP_SELF_INFLUENCE[name]}")
     prepared = variant.prepared
     train = (torch.as_tensor(prepared.train_set.inputs), prepared.train_set.labels)
     queries = (torch.as_tensor(prepared.queries.inputs), prepared.queries.labels)
@@ -233,12 +262,12 @@ def _peer(name: str, task: BenchTask, variant: _Variant, suite: Suite, out: Path
         with PeakMemory() as peak:
             result = run_peer(name, prepared.model(), train, queries, prepared.checkpoints, proj_dim=suite.proj_dim,
                               damping=_peer_damping(name, variant),
-                              learning_rates=prepared.learning_rates, seed=task.seed,
+                              learning_rates=prepared.learning_rates, seed=variant.projection_seed,
                               work_dir=out / "tasks" / task.name / prepared.variant / "peers" / name,
                               self_influence=not scores)
     except AttributorError as err:
         return Attribution(note=f"not run: {err}")
-    return Attribution(result.scores if scores else None, result.self_influence, result.featurize_s, result.score_s, peak.peak_mb)
+    return Attribution(result.scores if scores else None, result.self_influence, result.featurize_s, result.score_s, peak.rise_mb)
 
 
 def _peer_damping(name: str, variant: _Variant, relative: float = 1e-2) -> float:
@@ -303,7 +332,7 @@ def _write(out: Path, rows, loo_rows, brittle_rows, notes, suite: Suite) -> None
             "over queries with a bootstrap 95% interval; lds_random is the LDS of random scores. auc is the ROC AUC of "
             "self-influence for 10% flipped training labels (auc_random: a random ranking). featurize_s is the "
             "feature-store time a method reads (shared by the gradient-feature methods), score_s its fit + score or "
-            "fit + self-influence time, peak_mb the process's peak resident memory while it ran."),
+            "fit + self-influence time, peak_mb how far the process's resident memory rose above its level when the method started (its own footprint)."),
             tables=[Table("results.csv", COLUMNS, [[_cell(row.get(c)) for c in COLUMNS] for row in rows])]),
     ]
     if loo_rows:

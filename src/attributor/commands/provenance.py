@@ -1,0 +1,98 @@
+"""``attributor provenance ...``: which model is this one derived from?
+
+* ``run``: fingerprint the models of a config and write fingerprints.json and
+  similarity_matrices.json (optionally reusing / writing a registry).
+* ``analyze``: family and type statistics, text and JSON reports, interactive dashboards.
+* ``zoo``: build tiny related and unrelated causal LMs to test fingerprints on.
+* ``eval``: provenance accuracy (ROC AUC per method and derived type) on a zoo.
+* ``methods``: the fingerprint methods and similarity metrics.
+
+Registered in :mod:`attributor.cli` with ``app.add_typer(provenance.app, name="provenance")``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(help="Model provenance: fingerprints, similarity, family analysis, zoo, accuracy.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+@app.command()
+def run(config: Path = typer.Option(..., "--config", "-c", help="YAML or JSON experiment config (models, methods, metrics)."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (overrides output_dir in the config)."),
+        registry: Optional[str] = typer.Option(None, "--registry", help="Registry URL or SQLite path (overrides the config)."),
+        use_existing: bool = typer.Option(False, "--use-existing", help="Reuse fingerprints in the registry with the same model content, method and arguments."),
+        write_to_registry: bool = typer.Option(False, "--write-to-registry", help="Store the models and fingerprints in the registry."),
+        quiet: bool = QuietOpt) -> None:
+    """Fingerprint every model with every method and compare them with every metric."""
+    from attributor.provenance.experiment import load_provenance_config, run_experiment
+
+    settings = load_provenance_config(config, {"output_dir": out, "registry": registry})
+    result = run_experiment(settings, use_existing=use_existing, write_to_registry=write_to_registry, progress=not quiet)
+    typer.echo(f"{len(result.models)} models x {len(result.fingerprints)} methods: {result.computed} fingerprints computed, "
+               f"{result.reused} reused{'; written to the registry' if write_to_registry else ''}")
+    typer.echo(f"wrote {settings.output_dir / 'fingerprints.json'} and {settings.output_dir / 'similarity_matrices.json'}")
+
+
+@app.command()
+def analyze(results_file: Path = typer.Option(..., "--results-file", help="similarity_matrices.json from `provenance run`."),
+            model_info: Path = typer.Option(..., "--model-info", help="JSON list of {model_id, family, model_type, display_name}."),
+            method: str = typer.Option(..., "--method", help="Fingerprint method whose matrix to analyse."),
+            metric: str = typer.Option(..., "--metric", help="Similarity metric whose matrix to analyse."),
+            output_dir: Path = typer.Option(..., "--output-dir", help="Folder for the reports and dashboards."),
+            quiet: bool = typer.Option(False, "--quiet", "-q", help="No console tables.")) -> None:
+    """Intrafamily, interfamily and type-pair statistics; text, JSON and interactive HTML reports."""
+    from attributor.provenance.analysis import run_analysis
+
+    run_analysis(results_file, model_info, method, metric, output_dir, console=not quiet)
+
+
+@app.command()
+def zoo(out: Path = typer.Option(Path("runs/zoo"), "--out", "-o", help="Zoo folder."),
+        preset: str = typer.Option("default", "--preset", help="default (minutes on 2 cores) or tiny (seconds, for tests)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the whole zoo."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild a zoo folder made with other settings."),
+        quiet: bool = QuietOpt) -> None:
+    """Build tiny causal LMs: independent families, each with Chat, Fine-tuned, Quantized, Pruned and Distilled models."""
+    from attributor.provenance.zoo import build_zoo
+
+    entries = build_zoo(out, preset=preset, seed=seed, overwrite=overwrite, progress=not quiet,
+                        log=(lambda message: None) if quiet else typer.echo)
+    families = sorted({e["family"] for e in entries})
+    typer.echo(f"{len(entries)} models in {len(families)} families ({', '.join(families)}) -> {out / 'model_info.json'}")
+
+
+@app.command("eval")
+def eval_(zoo: Path = typer.Option(Path("runs/zoo"), "--zoo", help="Zoo folder (with model_info.json)."),
+          out: Path = typer.Option(Path("runs/provenance-eval"), "--out", "-o", help="Output folder."),
+          method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Fingerprint method (repeatable; default: all)."),
+          quiet: bool = QuietOpt) -> None:
+    """ROC AUC and best-threshold accuracy of related-vs-unrelated pairs, per method and derived type."""
+    from attributor.provenance.evaluate import evaluate_zoo
+
+    report = evaluate_zoo(zoo, out, methods={name: {} for name in method} if method else None, progress=not quiet)
+    for name, row in report.items():
+        by_type = ", ".join(f"{t} {v:.3f}" for t, v in row["by_type"].items() if v is not None)
+        typer.echo(f"{name:16s} AUC {row['auc']:.3f} (chance 0.5)  accuracy {row['accuracy']:.3f} "
+                   f"(chance {row['accuracy_chance']:.3f})  by type: {by_type}")
+    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'results.md'}")
+
+
+@app.command()
+def methods() -> None:
+    """List the fingerprint methods and the similarity metrics, one line each."""
+    from attributor.provenance.fingerprints import DEFAULT_METRIC, Fingerprinter
+    from attributor.provenance.metrics import Similarity
+
+    typer.echo("fingerprint methods:")
+    for name in Fingerprinter.names():
+        typer.echo(f"  {name:16s} {Fingerprinter.lookup(name).summary} (metric: {DEFAULT_METRIC.get(name, 'cosine')})")
+    typer.echo("similarity metrics:")
+    for name in Similarity.names():
+        typer.echo(f"  {name:16s} {Similarity.lookup(name).summary}")

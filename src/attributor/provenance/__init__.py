@@ -1,0 +1,8 @@
+"""Model provenance: which model is this one derived from?
+
+Fingerprint methods (:mod:`.fingerprints`), similarity metrics (:mod:`.metrics`), a SQL
+registry of models and fingerprints (:mod:`.registry`), experiments and their analysis
+(:mod:`.experiment`, :mod:`.analysis`, :mod:`.dashboard`), a zoo of tiny related and
+unrelated language models (:mod:`.zoo`) and its provenance accuracy (:mod:`.evaluate`).
+Importing this package imports none of transformers, SQLAlchemy or plotly.
+"""

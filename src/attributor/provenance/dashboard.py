@@ -1,0 +1,263 @@
+"""Interactive HTML dashboards of a provenance analysis: self-contained, they work offline.
+
+Three pages (:func:`render_pages`), each a valid HTML5 document with the plotly.js library
+embedded once in a ``<script>`` tag (never a CDN link, which renders blank offline):
+
+* ``heatmap.html``: the similarity matrix, models ordered by family then type, hover
+  showing both models (display name, family, type) and the value, zoom by dragging,
+  null (not comparable) cells left as grey gaps, lines between families;
+* ``quartiles.html``: quartile (box) charts per group of each category (intrafamily,
+  interfamily, type pairs): q1, median, q3, whiskers at min and max, dashed mean;
+* ``dashboard.html``: both figures, the statistics tables of the three categories and
+  every pair, on one page.
+
+plotly is imported inside the functions. User text (names, families, types, keys) is
+HTML-escaped wherever it is written, in the page and in the figures' labels.
+"""
+
+from __future__ import annotations
+
+import os
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from attributor._io import atomic_write_text
+from attributor.provenance.analysis import (
+    CATEGORIES, CATEGORY_TITLES, KEY_COLUMN, MODEL_TYPES, Analysis, ModelInfo, fmt, fmt_variance,
+)
+
+__all__ = ["PAGES", "model_order", "heatmap_figure", "quartile_figure", "render_pages", "write_dashboards"]
+
+PAGES = ("heatmap.html", "quartiles.html", "dashboard.html")
+_CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": False}
+_CATEGORY_COLORS = {"intrafamily": "#1f77b4", "interfamily": "#d62728", "type_pairs": "#2ca02c"}
+_GAP_COLOR = "#d4d4d4"
+
+_CSS = """
+:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --alt: #f6f8fa; }
+* { box-sizing: border-box; }
+body { margin: 0; background: #fff; color: var(--fg);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1400px; margin: 0 auto; padding: 1rem 1.25rem 3rem; }
+h1 { font-size: 1.5rem; margin: 0 0 .2rem; }
+h2 { font-size: 1.2rem; margin: 2rem 0 .6rem; padding-bottom: .25rem; border-bottom: 1px solid var(--line); }
+p, ul { margin: .3rem 0; }
+.meta { color: var(--muted); font-size: .9rem; }
+.table-wrap { overflow-x: auto; margin: .8rem 0; }
+table { border-collapse: collapse; font-size: .85rem; }
+caption { text-align: left; font-weight: 600; padding: .3rem 0; }
+th, td { border: 1px solid var(--line); padding: .25rem .55rem; }
+th { background: var(--alt); cursor: pointer; user-select: none; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tbody tr:nth-child(even) { background: var(--alt); }
+details { margin: .5rem 0; }
+summary { cursor: pointer; font-weight: 600; }
+"""
+
+_SORT_SCRIPT = """
+document.querySelectorAll("table.sortable th").forEach(function (th) {
+  th.addEventListener("click", function () {
+    var table = th.closest("table"), body = table.tBodies[0];
+    var col = Array.prototype.indexOf.call(th.parentNode.children, th);
+    var asc = th.getAttribute("data-dir") !== "asc";
+    th.parentNode.querySelectorAll("th").forEach(function (h) { h.removeAttribute("data-dir"); });
+    th.setAttribute("data-dir", asc ? "asc" : "desc");
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[col].textContent, y = b.cells[col].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny
+            : (isNaN(nx) === isNaN(ny) ? x.localeCompare(y) : (isNaN(nx) ? 1 : -1));
+      return asc ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+
+# -- figures ------------------------------------------------------------------------------------
+def model_order(models: tuple[ModelInfo, ...] | list[ModelInfo]) -> list[int]:
+    """Indices of ``models`` sorted by family, then type (Base, Chat, ... as in MODEL_TYPES,
+    other types after them alphabetically), then display name."""
+    rank = {t: i for i, t in enumerate(MODEL_TYPES)}
+    return sorted(range(len(models)), key=lambda i: (
+        models[i].family, rank.get(models[i].model_type, len(rank)), models[i].model_type,
+        models[i].display_name, models[i].model_id))
+
+
+def _labels(models: list[ModelInfo]) -> list[str]:
+    """Axis labels: display names, with the model id added where a display name repeats."""
+    names = [m.display_name for m in models]
+    return [escape(n if names.count(n) == 1 else f"{n} ({m.model_id})") for n, m in zip(names, models)]
+
+
+def _describe(model: ModelInfo) -> str:
+    return f"<b>{escape(model.display_name)}</b> ({escape(model.family)}, {escape(model.model_type)})"
+
+
+def heatmap_figure(analysis: Analysis) -> Any:
+    """The (n, n) similarity matrix as a plotly Heatmap, ordered by :func:`model_order`."""
+    import plotly.graph_objects as go
+
+    order = model_order(analysis.models)
+    models = [analysis.models[i] for i in order]
+    n = len(models)
+    sub = analysis.matrix[order][:, order]
+    z = [[None if v != v else float(v) for v in row] for row in sub]
+    text = [[(f"{_describe(a)}<br>self-similarity" if i == j else f"{_describe(a)}<br>{_describe(b)}")
+             for j, b in enumerate(models)] for i, a in enumerate(models)]
+    labels = _labels(models)
+    fig = go.Figure(go.Heatmap(
+        z=z, x=labels, y=labels, text=text, colorscale="Viridis", hoverongaps=False, xgap=1, ygap=1,
+        hovertemplate="%{text}<br>similarity: %{z:.6g}<extra></extra>",
+        colorbar={"title": {"text": escape(analysis.metric)}},
+    ))
+    boundaries = [k for k in range(1, n) if models[k].family != models[k - 1].family]
+    for k in boundaries:
+        for axis in ("x", "y"):
+            line = {"x0": k - 0.5, "x1": k - 0.5, "y0": -0.5, "y1": n - 0.5} if axis == "x" else \
+                   {"y0": k - 0.5, "y1": k - 0.5, "x0": -0.5, "x1": n - 0.5}
+            fig.add_shape(type="line", xref="x", yref="y", line={"color": "white", "width": 3}, **line)
+    subtitle = "drag to zoom, double-click to reset; lines separate families"
+    if analysis.n_null:
+        subtitle += "; grey cells: not comparable"
+    size = min(1600, max(560, 26 * n + 260))
+    fig.update_layout(
+        title={"text": f"Similarity heatmap: method <b>{escape(analysis.method)}</b>, metric "
+                       f"<b>{escape(analysis.metric)}</b><br><sup>{subtitle}</sup>"},
+        template="plotly_white", height=size, plot_bgcolor=_GAP_COLOR, margin={"l": 40, "r": 40, "t": 90, "b": 40},
+        xaxis={"type": "category", "tickangle": -45, "showgrid": False, "constrain": "domain"},
+        yaxis={"type": "category", "autorange": "reversed", "showgrid": False, "scaleanchor": "x",
+               "constrain": "domain"},
+    )
+    return fig
+
+
+def quartile_figure(analysis: Analysis) -> Any:
+    """One row per category: a box per group from its quartiles, whiskers at min / max, mean dashed."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=len(CATEGORIES), cols=1, vertical_spacing=0.14,
+                        subplot_titles=[escape(CATEGORY_TITLES[c]) for c in CATEGORIES])
+    for row, category in enumerate(CATEGORIES, start=1):
+        groups = [g for g in analysis.groups(category) if g.stats.n_pairs]
+        suffix = "" if row == 1 else str(row)
+        if not groups:
+            fig.add_annotation(text="no comparable pairs in this category", showarrow=False, x=0.5, y=0.5,
+                               xref=f"x{suffix} domain", yref=f"y{suffix} domain")
+            continue
+        s = [g.stats for g in groups]
+        fig.add_trace(go.Box(
+            x=[escape(f"{g.key} (n={g.stats.n_pairs})") for g in groups],
+            q1=[x.q1 for x in s], median=[x.median for x in s], q3=[x.q3 for x in s],
+            lowerfence=[x.min for x in s], upperfence=[x.max for x in s], mean=[x.mean for x in s],
+            name=KEY_COLUMN[category], marker_color=_CATEGORY_COLORS[category], showlegend=False,
+        ), row=row, col=1)
+        fig.update_yaxes(title_text=escape(analysis.metric), row=row, col=1)
+        fig.update_xaxes(type="category", row=row, col=1)
+    fig.update_layout(
+        title={"text": f"Similarity quartiles by group: method <b>{escape(analysis.method)}</b>, metric "
+                       f"<b>{escape(analysis.metric)}</b><br><sup>boxes: q1, median, q3; whiskers: min, max; "
+                       "dashed: mean; groups sorted by mean</sup>"},
+        template="plotly_white", height=1150, margin={"l": 60, "r": 30, "t": 100, "b": 60},
+    )
+    return fig
+
+
+def _figure_div(fig: Any, div_id: str) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=_CONFIG,
+                       default_height=f"{fig.layout.height}px", default_width="100%")
+
+
+# -- pages ----------------------------------------------------------------------------------------
+def _page(title: str, body: str, *, tables: bool = False) -> str:
+    from plotly.offline import get_plotlyjs
+
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n"
+        f'<script type="text/javascript">{get_plotlyjs()}</script>\n'
+        f"</head>\n<body>\n<main>\n{body}\n</main>\n"
+        + (f"<script>{_SORT_SCRIPT}</script>\n" if tables else "")
+        + "</body>\n</html>\n"
+    )
+
+
+def _summary(analysis: Analysis) -> str:
+    families = len({m.family for m in analysis.models})
+    parts = [f'<p class="meta">{len(analysis.models)} models in {families} families; '
+             f"{analysis.n_pairs} comparable pairs"
+             + (f", {analysis.n_null} not comparable" if analysis.n_null else "")
+             + "; higher is more similar; variance is the population variance (ddof=0).</p>"]
+    if analysis.notes:
+        parts.append('<ul class="meta">' + "".join(f"<li>{escape(n)}</li>" for n in analysis.notes) + "</ul>")
+    return "\n".join(parts)
+
+
+def _table(caption: str, columns: list[str], rows: list[list[tuple[str, bool]]]) -> str:
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    num_cell = '<td class="num">'
+    body = "".join("<tr>" + "".join(f"{num_cell if num else '<td>'}{escape(v)}</td>" for v, num in row) + "</tr>"
+                   for row in rows)
+    return (f'<div class="table-wrap"><table class="sortable"><caption>{escape(caption)}</caption>'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def _stats_table(analysis: Analysis, category: str) -> str:
+    columns = [KEY_COLUMN[category], "pairs", "not comparable", "min", "q1", "median", "q3", "max", "mean", "variance"]
+    rows = []
+    for g in analysis.groups(category):
+        s = g.stats
+        rows.append([(g.key, False), (str(s.n_pairs), True), (str(s.n_null), True),
+                     *((fmt(getattr(s, c)), True) for c in ("min", "q1", "median", "q3", "max", "mean")),
+                     (fmt_variance(s.variance), True)])
+    return _table(f"{CATEGORY_TITLES[category]} (sorted by mean)", columns, rows)
+
+
+def _pairs_table(analysis: Analysis, category: str) -> str:
+    rows = []
+    for g in analysis.groups(category):
+        for p in g.pairs:
+            rows.append([(g.key, False), (p.a.display_name, False), (f"{p.a.family}, {p.a.model_type}", False),
+                         (p.b.display_name, False), (f"{p.b.family}, {p.b.model_type}", False),
+                         (fmt(p.similarity, 6), True)])
+    table = _table(f"{CATEGORY_TITLES[category]}: every pair", [KEY_COLUMN[category], "model A", "family, type A",
+                                                                 "model B", "family, type B", "similarity"], rows)
+    return f"<details><summary>{escape(KEY_COLUMN[category])}: all {len(rows)} pairs</summary>{table}</details>"
+
+
+def render_pages(analysis: Analysis) -> dict[str, str]:
+    """The three pages as ``{file name: HTML text}`` (see :data:`PAGES`)."""
+    heatmap = _figure_div(heatmap_figure(analysis), "heatmap")
+    quartiles = _figure_div(quartile_figure(analysis), "quartiles")
+    title = f"Model provenance: {analysis.method} / {analysis.metric}"
+    header = f"<h1>{escape(title)}</h1>\n{_summary(analysis)}"
+    dashboard = "\n".join([
+        header,
+        f'<section id="heatmap-section"><h2>Similarity heatmap</h2>{heatmap}</section>',
+        f'<section id="quartiles-section"><h2>Quartiles by group</h2>{quartiles}</section>',
+        '<section id="statistics"><h2>Statistics</h2>'
+        + "".join(_stats_table(analysis, c) for c in CATEGORIES) + "</section>",
+        '<section id="pairs"><h2>Every pair</h2>' + "".join(_pairs_table(analysis, c) for c in CATEGORIES)
+        + "</section>",
+    ])
+    return {
+        "heatmap.html": _page(f"Similarity heatmap: {analysis.method} / {analysis.metric}", f"{header}\n{heatmap}"),
+        "quartiles.html": _page(f"Similarity quartiles: {analysis.method} / {analysis.metric}",
+                                f"{header}\n{quartiles}"),
+        "dashboard.html": _page(title, dashboard, tables=True),
+    }
+
+
+def write_dashboards(analysis: Analysis, output_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write the three pages into ``output_dir`` (each atomically); return their paths."""
+    paths = []
+    for name, text in render_pages(analysis).items():
+        atomic_write_text(Path(output_dir) / name, text)
+        paths.append(Path(output_dir) / name)
+    return paths

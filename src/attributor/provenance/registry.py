@@ -1,0 +1,719 @@
+"""The fingerprint registry: models and their fingerprints in SQL, through SQLAlchemy Core.
+
+Where it lives:
+
+* **SQLite** (the default): one file, ``$ATTRIBUTOR_REGISTRY`` or
+  ``~/.attributor/registry.sqlite`` (the folder is created with mode 0700). A single user's
+  registry: the file's permissions govern who may read and write it. Writes take the
+  write lock up front (``BEGIN IMMEDIATE``), wait up to 30 s for another writer
+  (``busy_timeout``) and run in WAL mode, so several processes can write at once and lose
+  nothing. Any write creates or upgrades the schema first (no ``init`` needed).
+* **PostgreSQL** (``postgresql://user@host/db``, driver psycopg 3): a registry a team
+  shares. ``attributor registry init``, run once by the database owner, creates the schema,
+  a read-only role and an admin role with the right GRANTs; ``attributor registry grant USER
+  --role reader|admin`` makes a login user a member of one. Writing is then enforced by the
+  server: a reader's write is refused, rolled back, and reported as one line
+  (:class:`~attributor.errors.RegistryPermissionError`). Writes never change the schema
+  here; ``init`` does.
+
+Tables (schema version :data:`SCHEMA_VERSION`)::
+
+    models(model_id PK, display_name, family, model_type, source, content_hash, created)
+    fingerprints(id PK, model_id FK -> models, method, args_hash, args (canonical JSON),
+                 dim, vector (float64 little-endian bytes), created,
+                 UNIQUE(model_id, method, args_hash))
+    schema_version(version PK, description, applied)    one row per applied migration
+
+Migrations are the ordered :data:`MIGRATIONS`, each applied in its own transaction under a
+lock (``BEGIN IMMEDIATE`` / ``pg_advisory_xact_lock``), so concurrent ``init`` calls are
+safe. A registry whose schema is newer than this code is refused ("upgrade attributor").
+
+A fingerprint is keyed by (model, method, sha256 of the canonical JSON of its arguments)
+and never overwritten: :meth:`Registry.put_fingerprint` of an existing key keeps the stored
+row and returns False (``INSERT ... ON CONFLICT DO NOTHING`` on both databases). When a
+model's content hash changes, :meth:`Registry.upsert_model` deletes its old fingerprints,
+so a fingerprint found by :meth:`Registry.get_fingerprint` always describes the content
+stored with the model.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "registry.sqlite")
+    >>> with Registry(path) as registry:
+    ...     registry.upsert_model(ModelRecord("tiny-base", content_hash="ab12"))
+    ...     registry.put_fingerprint("tiny-base", "input_output", {"n": 8}, np.arange(3.0))
+    ...     registry.get_fingerprint("tiny-base", "input_output", {"n": 8}).vector
+    'added'
+    True
+    array([0., 1., 2.])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as _pg_insert
+from sqlalchemy.dialects.sqlite import insert as _sqlite_insert
+from sqlalchemy.engine import URL, Connection, Engine
+
+from attributor.errors import DataError, RegistryError, RegistryPermissionError, UnknownNameError
+
+__all__ = [
+    "Registry", "ModelRecord", "FingerprintRecord", "MIGRATIONS", "SCHEMA_VERSION", "MODEL_TYPES",
+    "DEFAULT_READER_ROLE", "DEFAULT_ADMIN_ROLE", "default_registry_url", "resolve_url", "args_hash",
+]
+
+ENV_VAR = "ATTRIBUTOR_REGISTRY"
+DEFAULT_READER_ROLE = "attributor_reader"
+DEFAULT_ADMIN_ROLE = "attributor_admin"
+MODEL_TYPES = ("Base", "Chat", "Fine-tuned", "Quantized", "Pruned", "Distilled")
+SQLITE_BUSY_TIMEOUT_S = 30.0
+_RETRIES = 4  # attempts for "database is locked" / serialization failures / deadlocks
+_ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_LOCK_KEY = 0x61747472  # pg_advisory_xact_lock key of migrations and role set-up ("attr")
+T = TypeVar("T")
+
+
+# -- where the registry is ------------------------------------------------------------------
+def default_registry_dir() -> Path:
+    return Path.home() / ".attributor"
+
+
+def default_registry_url() -> str:
+    """``$ATTRIBUTOR_REGISTRY`` if set, else the SQLite file ``~/.attributor/registry.sqlite``.
+
+    The folder ``~/.attributor`` is created with mode 0700 (only its owner may enter it).
+    """
+    if os.environ.get(ENV_VAR):
+        return os.environ[ENV_VAR]
+    folder = default_registry_dir()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'registry.sqlite'}"
+
+
+def resolve_url(url_or_path: str | os.PathLike[str] | URL) -> URL:
+    """A SQLAlchemy URL: a filesystem path means a SQLite file there; ``postgresql://`` uses psycopg 3."""
+    if isinstance(url_or_path, URL):
+        url = url_or_path
+    else:
+        text = os.fspath(url_or_path).strip()
+        if not text:
+            raise RegistryError("the registry URL is empty; give a SQLite path or a postgresql://user@host/db URL")
+        if "://" not in text:
+            return sa.make_url(f"sqlite:///{Path(text).expanduser().absolute()}")
+        try:
+            url = sa.make_url(text)
+        except (sa.exc.ArgumentError, ValueError) as err:
+            raise RegistryError(f"cannot parse the registry URL {_hide_password(text)}: {_first_line(err)}") from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend in ("postgresql", "postgres") and driver in ("", "psycopg"):
+        url = url.set(drivername="postgresql+psycopg")
+    elif backend not in ("sqlite", "postgresql"):
+        raise RegistryError(f"unsupported registry URL {url.render_as_string(hide_password=True)}: "
+                            "use a SQLite path or a postgresql://user@host/db URL")
+    return url
+
+
+def _hide_password(text: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", text)
+
+
+# -- records -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelRecord:
+    """A model in the registry. ``content_hash`` (:func:`attributor.provenance.models.content_hash`)
+    is required; ``display_name`` defaults to ``model_id``; ``family`` and ``model_type`` (one of
+    :data:`MODEL_TYPES`) may be unknown (None). ``created`` is set by the registry."""
+
+    model_id: str
+    display_name: str | None = None
+    family: str | None = None
+    model_type: str | None = None
+    source: str | None = None
+    content_hash: str | None = None
+    created: datetime | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class FingerprintRecord:
+    """One stored fingerprint: ``vector`` is a 1-D float64 array, exactly as written."""
+
+    model_id: str
+    method: str
+    args: dict[str, Any]
+    args_hash: str
+    vector: np.ndarray = field(repr=False)
+    created: datetime
+
+
+def canonical_args(args: Mapping[str, Any]) -> str:
+    """The canonical JSON of a method's arguments (sorted keys, no spaces): what is hashed and stored."""
+    if not isinstance(args, Mapping):
+        raise DataError(f"fingerprint arguments must be a dict, got {type(args).__name__}")
+    try:
+        return json.dumps(dict(args), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"fingerprint arguments must be JSON (finite numbers, strings, lists, dicts): {err}") from None
+
+
+def args_hash(args: Mapping[str, Any]) -> str:
+    """sha256 hex of :func:`canonical_args`: equal for equal arguments in any key order."""
+    return hashlib.sha256(canonical_args(args).encode()).hexdigest()
+
+
+# -- schema ----------------------------------------------------------------------------------------
+def _v1_tables(meta: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """The tables as migration 1 creates them. Never edit: a later change is a new migration."""
+    models = sa.Table(
+        "models", meta,
+        sa.Column("model_id", sa.String(255), primary_key=True),
+        sa.Column("display_name", sa.Text, nullable=False),
+        sa.Column("family", sa.Text),
+        sa.Column("model_type", sa.Text),
+        sa.Column("source", sa.Text),
+        sa.Column("content_hash", sa.String(128), nullable=False),
+        sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    )
+    fingerprints = sa.Table(
+        "fingerprints", meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("model_id", sa.String(255), sa.ForeignKey("models.model_id", ondelete="CASCADE"), nullable=False),
+        sa.Column("method", sa.String(255), nullable=False),
+        sa.Column("args_hash", sa.String(64), nullable=False),
+        sa.Column("args", sa.Text, nullable=False),
+        sa.Column("dim", sa.Integer, nullable=False),
+        sa.Column("vector", sa.LargeBinary, nullable=False),
+        sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("model_id", "method", "args_hash", name="uq_fingerprints_model_method_args"),
+    )
+    return models, fingerprints
+
+
+# The tables the queries use, as of SCHEMA_VERSION (migration 2 only added an index, which
+# queries need not know). When a migration changes a table, define its current shape here.
+models_table, fingerprints_table = _v1_tables(sa.MetaData())
+version_table = sa.Table(
+    "schema_version", sa.MetaData(),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("applied", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def _migration_1(conn: Connection) -> None:
+    meta = sa.MetaData()
+    _v1_tables(meta)
+    meta.create_all(conn)
+
+
+def _migration_2(conn: Connection) -> None:
+    conn.exec_driver_sql("CREATE INDEX ix_fingerprints_method ON fingerprints (method)")
+
+
+class Migration(NamedTuple):
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+#: Applied in order, one transaction each; never edit a released one, append a new one.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "models and fingerprints", _migration_1),
+    Migration(2, "index fingerprints by method", _migration_2),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+# -- the registry ------------------------------------------------------------------------------------
+class Registry:
+    """Models and fingerprints in a SQLite file or a PostgreSQL database.
+
+    ``Registry(url)`` (or :meth:`open`) connects and checks the schema version: a schema
+    newer than this code is refused. Reading an uninitialised database raises a
+    :class:`RegistryError` that says to run ``attributor registry init``. Use it as a
+    context manager or call :meth:`close`.
+
+    ``reader_role`` / ``admin_role`` name the PostgreSQL roles that :meth:`init` creates and
+    :meth:`grant` hands out (and the one a refused write tells the user to ask for).
+    """
+
+    def __init__(self, url: str | os.PathLike[str] | URL | None = None, *,
+                 reader_role: str = DEFAULT_READER_ROLE, admin_role: str = DEFAULT_ADMIN_ROLE):
+        self._url = resolve_url(default_registry_url() if url is None else url)
+        self.url = self._url.render_as_string(hide_password=True)
+        self.dialect = self._url.get_backend_name()
+        self.reader_role, self.admin_role = _role_name(reader_role), _role_name(admin_role)
+        self._engine = self._make_engine()
+        try:
+            self._version = self._current_version()
+        except BaseException:
+            self._engine.dispose()
+            raise
+        if self._version > SCHEMA_VERSION:
+            self._engine.dispose()
+            raise RegistryError(f"the registry at {self.url} has schema version {self._version}, newer than this "
+                                f"attributor knows ({SCHEMA_VERSION}); upgrade attributor")
+
+    @classmethod
+    def open(cls, url: str | os.PathLike[str] | URL | None = None, **roles: str) -> "Registry":
+        return cls(url, **roles)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Registry({self.url!r})"
+
+    # -- schema ------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        """The schema version stored in the database (0: not initialised)."""
+        self._version = self._current_version()
+        return self._version
+
+    def migrate(self, target: int | None = None) -> list[int]:
+        """Apply the pending migrations up to ``target`` (default: all); returns the versions applied.
+
+        Idempotent, and safe when several processes migrate at once.
+        """
+        target = SCHEMA_VERSION if target is None else target
+        self._prepare_sqlite_file()
+        applied: list[int] = []
+        while True:
+            done = self._run(lambda conn: self._migrate_one(conn, target), action="migrate")
+            if done is None:
+                break
+            applied.append(done)
+        self._version = self._current_version()
+        return applied
+
+    def init(self, reader_role: str | None = None, admin_role: str | None = None) -> list[int]:
+        """Create or upgrade the schema; on PostgreSQL also the reader and admin roles and their GRANTs.
+
+        On PostgreSQL the two roles are NOLOGIN groups: the reader may SELECT, the admin may
+        also INSERT, UPDATE and DELETE rows (never change the schema); default privileges
+        make future tables follow. Run it as the database owner (or a superuser). On SQLite
+        there are no roles: this only migrates, and the file's permissions govern access.
+        Returns the migration versions applied.
+        """
+        if reader_role is not None:
+            self.reader_role = _role_name(reader_role)
+        if admin_role is not None:
+            self.admin_role = _role_name(admin_role)
+        applied = self.migrate()
+        if self.dialect == "postgresql":
+            self._run(self._create_roles, action="set up roles")
+        return applied
+
+    def grant(self, user: str, role: str = "reader") -> str:
+        """Make the login role ``user`` a member of the reader or admin role (PostgreSQL); returns the role granted."""
+        name = self._group_role(role)
+        user = _login_name(user)
+        self._run(lambda conn: conn.exec_driver_sql(f"GRANT {self._quote(name)} TO {self._quote(user)}"),
+                  action=f"grant {name} to {user}")
+        return name
+
+    def revoke(self, user: str, role: str = "admin") -> str:
+        """End ``user``'s membership of the reader or admin role (PostgreSQL); returns the role revoked."""
+        name = self._group_role(role)
+        user = _login_name(user)
+        self._run(lambda conn: conn.exec_driver_sql(f"REVOKE {self._quote(name)} FROM {self._quote(user)}"),
+                  action=f"revoke {name} from {user}")
+        return name
+
+    # -- models --------------------------------------------------------------------------------
+    def upsert_model(self, record: ModelRecord) -> str:
+        """Add or update a model; returns what happened:
+
+        * ``"added"``: a new model;
+        * ``"unchanged"``: the same id, content hash and descriptive fields are stored already;
+        * ``"updated"``: same content hash, other display name / family / type / source: those are updated;
+        * ``"replaced"``: another content hash (the files changed): the model is updated and its
+          old fingerprints, which describe the old content, are deleted.
+        """
+        values = _model_values(record)
+        return self._write(lambda conn: self._upsert_model(conn, values))
+
+    def get_model(self, model_id: str) -> ModelRecord | None:
+        row = self._read(lambda conn: conn.execute(
+            sa.select(models_table).where(models_table.c.model_id == model_id)).first())
+        return None if row is None else _model_record(row)
+
+    def list_models(self) -> list[ModelRecord]:
+        rows = self._read(lambda conn: conn.execute(sa.select(models_table).order_by(models_table.c.model_id)).all())
+        return [_model_record(row) for row in rows]
+
+    # -- fingerprints ------------------------------------------------------------------------
+    def put_fingerprint(self, model_id: str, method: str, args: Mapping[str, Any], vector: Any) -> bool:
+        """Store a fingerprint of a registered model; True if written, False if (model, method, args) was stored already.
+
+        An existing fingerprint is never overwritten (concurrent writers of the same key keep one row).
+        """
+        values = _fingerprint_values(model_id, method, args, vector)
+        return self._write(lambda conn: self._put_fingerprint(conn, values))
+
+    def put_many(self, models: Iterable[ModelRecord] = (),
+                 fingerprints: Iterable[tuple[str, str, Mapping[str, Any], Any]] = ()) -> dict[str, int]:
+        """Upsert ``models``, then put ``fingerprints`` ((model_id, method, args, vector) tuples), in ONE transaction.
+
+        All or nothing: if anything is refused (e.g. a reader's write), nothing is written.
+        Returns counts: ``added``, ``unchanged``, ``updated``, ``replaced`` (models) and
+        ``written``, ``existing`` (fingerprints).
+        """
+        model_values = [_model_values(record) for record in models]
+        fingerprint_values = [_fingerprint_values(*item) for item in fingerprints]
+
+        def work(conn: Connection) -> dict[str, int]:
+            counts = dict.fromkeys(("added", "unchanged", "updated", "replaced", "written", "existing"), 0)
+            for values in model_values:
+                counts[self._upsert_model(conn, values)] += 1
+            for values in fingerprint_values:
+                counts["written" if self._put_fingerprint(conn, values) else "existing"] += 1
+            return counts
+
+        return self._write(work)
+
+    def get_fingerprint(self, model_id: str, method: str, args: Mapping[str, Any]) -> FingerprintRecord | None:
+        """The fingerprint of ``model_id`` made by ``method`` with exactly these arguments, or None."""
+        digest = args_hash(args)
+        table = fingerprints_table
+        row = self._read(lambda conn: conn.execute(sa.select(table).where(
+            table.c.model_id == model_id, table.c.method == method, table.c.args_hash == digest)).first())
+        return None if row is None else self._fingerprint_record(row)
+
+    def list_fingerprints(self, method: str | None = None, model_id: str | None = None) -> list[FingerprintRecord]:
+        """Fingerprints, optionally of one method and/or one model, ordered by model, method and age."""
+        table = fingerprints_table
+        query = sa.select(table).order_by(table.c.model_id, table.c.method, table.c.id)
+        if method is not None:
+            query = query.where(table.c.method == method)
+        if model_id is not None:
+            query = query.where(table.c.model_id == model_id)
+        return [self._fingerprint_record(row) for row in self._read(lambda conn: conn.execute(query).all())]
+
+    # -- internals: transactions and errors ------------------------------------------------------
+    def _make_engine(self) -> Engine:
+        try:
+            if self.dialect == "sqlite":
+                engine = sa.create_engine(self._url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+                sa.event.listen(engine, "connect", _sqlite_on_connect)
+                sa.event.listen(engine, "begin", _sqlite_on_begin)
+                return engine
+            return sa.create_engine(self._url, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as err:
+            raise RegistryError(f"cannot use the registry URL {self.url}: {_first_line(err)}") from None
+
+    def _sqlite_path(self) -> Path | None:
+        database = self._url.database
+        if self.dialect != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return Path(database)
+
+    def _prepare_sqlite_file(self) -> None:
+        path = self._sqlite_path()
+        if path is not None and not path.parent.exists():
+            default = path.parent == default_registry_dir()
+            path.parent.mkdir(mode=0o700 if default else 0o777, parents=True, exist_ok=True)
+
+    def _current_version(self) -> int:
+        path = self._sqlite_path()
+        if path is not None and not path.exists():
+            return 0  # reading never creates the file
+        return self._run(_read_version, action="read")
+
+    def _init_hint(self) -> str:
+        return f"run `attributor registry init --url {self.url}`"
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        if self._version != SCHEMA_VERSION:
+            self._version = self._current_version()
+        if self._version == 0:
+            raise RegistryError(f"the registry at {self.url} is not initialised; {self._init_hint()}")
+        if self._version < SCHEMA_VERSION:
+            raise RegistryError(f"the registry at {self.url} has schema version {self._version}, this attributor "
+                                f"needs {SCHEMA_VERSION}; {self._init_hint()} to upgrade it")
+        return self._run(work, action="read")
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        if self._version != SCHEMA_VERSION:
+            if self.dialect == "sqlite":
+                self.migrate()  # the single-user default creates or upgrades its schema on demand
+            else:
+                self._version = self._current_version()
+                if self._version != SCHEMA_VERSION:
+                    raise RegistryError(f"the registry at {self.url} has schema version {self._version}, this "
+                                        f"attributor needs {SCHEMA_VERSION}; {self._init_hint()} (as its owner)")
+        return self._run(work, action="write")
+
+    def _run(self, work: Callable[[Connection], T], *, action: str) -> T:
+        """Run ``work`` in one transaction (rolled back on any error), retrying lock timeouts and deadlocks."""
+        for attempt in range(_RETRIES):
+            try:
+                with self._engine.connect() as conn:
+                    if self.dialect == "sqlite" and action != "read":
+                        conn.execution_options(attributor_sqlite_begin="IMMEDIATE")
+                    with conn.begin():
+                        return work(conn)
+            except sa.exc.DBAPIError as err:
+                if attempt + 1 < _RETRIES and _retryable(err):
+                    time.sleep(0.05 * 2 ** attempt)
+                    continue
+                raise self._translate(err, action) from None
+            except sa.exc.SQLAlchemyError as err:
+                raise RegistryError(f"the registry at {self.url} failed to {action}: {_first_line(err)}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _translate(self, err: sa.exc.DBAPIError, action: str) -> RegistryError:
+        orig = err.orig if err.orig is not None else err
+        state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or ""
+        detail = _first_line(orig)
+        low = detail.lower()
+        if state == "25006":
+            return RegistryPermissionError(f"the registry at {self.url} refused to {action}: the server is read-only "
+                                           "(a standby?); connect to the primary")
+        if self.dialect == "sqlite" and "readonly database" in low:
+            what = "the write" if action == "write" else f"to {action}"
+            return RegistryPermissionError(f"the registry at {self.url} refused {what}: the SQLite file is read-only "
+                                           "for this user (its permissions govern who may write)")
+        if state == "42501":
+            if action == "write":
+                return RegistryPermissionError(f"the registry at {self.url} refused the write: this role may only read "
+                                               f"(ask an admin to grant {self.admin_role})")
+            if action == "read":
+                return RegistryPermissionError(
+                    f"the registry at {self.url} refused to read: this role has no access "
+                    f"(ask an admin to run `attributor registry grant USER --role reader`)")
+            return RegistryPermissionError(f"the registry at {self.url} refused to {action}: {detail} "
+                                           "(run it as the database owner or a superuser)")
+        if "database is locked" in low:
+            return RegistryError(f"the registry at {self.url} stayed locked by another writer for more than "
+                                 f"{SQLITE_BUSY_TIMEOUT_S:.0f} s; try again")
+        if "unable to open database file" in low:
+            return RegistryError(f"cannot open the registry at {self.url}: unable to open the database file "
+                                 "(does its folder exist, and may you read it?)")
+        if state.startswith("08") or (isinstance(err, sa.exc.OperationalError) and not state and self.dialect == "postgresql"):
+            return RegistryError(f"cannot reach the registry at {self.url}: {detail}")
+        if state.startswith("28") or state == "3D000":
+            return RegistryError(f"the registry at {self.url} refused the connection: {detail}")
+        return RegistryError(f"the registry at {self.url} failed to {action}: {detail}")
+
+    # -- internals: statements ----------------------------------------------------------------
+    def _insert(self, table: sa.Table):
+        return (_pg_insert if self.dialect == "postgresql" else _sqlite_insert)(table)
+
+    def _quote(self, name: str) -> str:
+        return self._engine.dialect.identifier_preparer.quote(name)
+
+    def _group_role(self, role: str) -> str:
+        if self.dialect != "postgresql":
+            raise RegistryError(f"the SQLite registry at {self.url} has no roles: the file's permissions govern "
+                                "who may read and write it (chmod / chgrp)")
+        roles = {"reader": self.reader_role, "admin": self.admin_role}
+        if role not in roles:
+            raise UnknownNameError("registry role", role, list(roles))
+        return roles[role]
+
+    def _migrate_one(self, conn: Connection, target: int) -> int | None:
+        if self.dialect == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_KEY)))
+        current = _read_version(conn)
+        if current > SCHEMA_VERSION:
+            raise RegistryError(f"the registry at {self.url} has schema version {current}, newer than this "
+                                f"attributor knows ({SCHEMA_VERSION}); upgrade attributor")
+        pending = [m for m in MIGRATIONS if current < m.version <= target]
+        if not pending:
+            return None
+        version_table.create(conn, checkfirst=True)
+        step = pending[0]
+        step.apply(conn)
+        conn.execute(version_table.insert().values(version=step.version, description=step.description, applied=_now()))
+        return step.version
+
+    def _create_roles(self, conn: Connection) -> None:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_KEY)))
+        owner = conn.execute(sa.text(
+            "SELECT tableowner, pg_has_role(current_user, tableowner, 'MEMBER') FROM pg_tables "
+            "WHERE schemaname = current_schema() AND tablename = 'fingerprints'")).first()
+        if owner is None or not owner[1]:
+            raise RegistryPermissionError(
+                f"the registry at {self.url} refused to set up roles: only its owner"
+                f"{f' ({owner[0]})' if owner else ''} or a superuser may run `attributor registry init`")
+        q = self._quote
+        schema = q(conn.execute(sa.text("SELECT current_schema()")).scalar_one())
+        reader, admin = q(self.reader_role), q(self.admin_role)
+        for role in (self.reader_role, self.admin_role):
+            conn.exec_driver_sql(
+                f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
+                f"CREATE ROLE {q(role)} NOLOGIN; END IF; "
+                "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$")
+        for statement in (
+            f"GRANT USAGE ON SCHEMA {schema} TO {reader}, {admin}",
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}, {admin}",
+            f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {admin}",
+            f"REVOKE INSERT, UPDATE, DELETE ON {q(version_table.name)} FROM {admin}",  # only init changes the schema
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {admin}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {reader}, {admin}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT INSERT, UPDATE, DELETE ON TABLES TO {admin}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {admin}",
+        ):
+            conn.exec_driver_sql(statement)
+
+    def _upsert_model(self, conn: Connection, values: dict[str, Any]) -> str:
+        table = models_table
+        inserted = conn.execute(self._insert(table).values(**values, created=_now())
+                                .on_conflict_do_nothing(index_elements=["model_id"])
+                                .returning(table.c.model_id)).first()
+        if inserted is not None:
+            return "added"
+        where = table.c.model_id == values["model_id"]
+        stored = conn.execute(sa.select(table).where(where)).one()._mapping
+        if stored["content_hash"] != values["content_hash"]:
+            conn.execute(sa.delete(fingerprints_table).where(fingerprints_table.c.model_id == values["model_id"]))
+            conn.execute(sa.update(table).where(where).values(**values, created=_now()))
+            return "replaced"
+        if any(stored[key] != value for key, value in values.items()):
+            conn.execute(sa.update(table).where(where).values(**values))
+            return "updated"
+        return "unchanged"
+
+    def _put_fingerprint(self, conn: Connection, values: dict[str, Any]) -> bool:
+        known = conn.execute(sa.select(models_table.c.model_id)
+                             .where(models_table.c.model_id == values["model_id"])).first()
+        if known is None:
+            raise RegistryError(f"model {values['model_id']!r} is not in the registry at {self.url}; "
+                                "add it first (upsert_model)")
+        statement = (self._insert(fingerprints_table).values(**values, created=_now())
+                     .on_conflict_do_nothing(index_elements=["model_id", "method", "args_hash"])
+                     .returning(fingerprints_table.c.id))  # a row comes back only when one was inserted
+        return conn.execute(statement).first() is not None
+
+    def _fingerprint_record(self, row: Any) -> FingerprintRecord:
+        data = row._mapping
+        blob = bytes(data["vector"])
+        if len(blob) != 8 * data["dim"]:
+            raise RegistryError(f"the registry at {self.url} holds a damaged fingerprint ({data['model_id']}, "
+                                f"{data['method']}): {len(blob)} bytes for dimension {data['dim']}")
+        return FingerprintRecord(model_id=data["model_id"], method=data["method"], args=json.loads(data["args"]),
+                                 args_hash=data["args_hash"], vector=np.frombuffer(blob, dtype="<f8").astype(np.float64),
+                                 created=_utc(data["created"]))
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # transactions are begun explicitly (see _sqlite_on_begin)
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")  # persistent; lets readers and one writer overlap
+        except Exception:  # a read-only file keeps its journal mode; its writes are refused later, in one line
+            pass
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get("attributor_sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _read_version(conn: Connection) -> int:
+    if not sa.inspect(conn).has_table(version_table.name):
+        return 0
+    return int(conn.execute(sa.select(sa.func.max(version_table.c.version))).scalar() or 0)
+
+
+def _retryable(err: sa.exc.DBAPIError) -> bool:
+    orig = err.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or ""
+    return state in ("40001", "40P01") or "database is locked" in str(orig).lower()
+
+
+def _first_line(err: object) -> str:
+    text = str(err).strip()
+    return _hide_password(text.splitlines()[0].strip()) if text else type(err).__name__
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _role_name(name: str) -> str:
+    if not isinstance(name, str) or not _ROLE_NAME.match(name):
+        raise RegistryError(f"role name {name!r} must be letters, digits and underscores (at most 63), not starting with a digit")
+    return name
+
+
+def _login_name(user: str) -> str:
+    if not isinstance(user, str) or not user.strip() or "\0" in user or len(user) > 63:
+        raise RegistryError(f"{user!r} is not a PostgreSQL role name")
+    return user
+
+
+def _text(value: Any, what: str, *, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _model_values(record: ModelRecord) -> dict[str, Any]:
+    if not isinstance(record, ModelRecord):
+        raise DataError(f"upsert_model takes a ModelRecord, got {type(record).__name__}")
+    model_id = _text(record.model_id, "model_id", required=True)
+    if len(model_id) > 255:
+        raise DataError(f"model_id is longer than 255 characters: {model_id[:40]}...")
+    if record.model_type is not None and record.model_type not in MODEL_TYPES:
+        raise UnknownNameError("model type", str(record.model_type), MODEL_TYPES)
+    return {
+        "model_id": model_id,
+        "display_name": _text(record.display_name, "display_name", required=False) or model_id,
+        "family": _text(record.family, "family", required=False),
+        "model_type": record.model_type,
+        "source": None if record.source is None else str(record.source),
+        "content_hash": _text(record.content_hash, f"content_hash of {model_id}", required=True),
+    }
+
+
+def _model_record(row: Any) -> ModelRecord:
+    data = dict(row._mapping)
+    data["created"] = _utc(data["created"])
+    return ModelRecord(**data)
+
+
+def _fingerprint_values(model_id: str, method: str, args: Mapping[str, Any], vector: Any) -> dict[str, Any]:
+    _text(model_id, "model_id", required=True)
+    _text(method, "method", required=True)
+    try:
+        array = np.asarray(vector, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"a fingerprint vector must hold numbers: {err}") from None
+    if array.ndim != 1 or array.size == 0:
+        raise DataError(f"a fingerprint vector must be 1-D and non-empty, got shape {array.shape}")
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    if bad:
+        raise DataError(f"a fingerprint vector must be finite; {bad} of {array.size} values are NaN or inf "
+                        f"({model_id}, {method})")
+    text = canonical_args(args)
+    return {"model_id": model_id, "method": method, "args": text, "args_hash": hashlib.sha256(text.encode()).hexdigest(),
+            "dim": int(array.size), "vector": array.astype("<f8").tobytes()}
