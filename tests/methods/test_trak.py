@@ -237,8 +237,38 @@ def test_trak_with_chunks_smaller_than_topk(problem, tmp_path):
 def test_registry():
     method = get_method("trak", damping=0.01, checkpoints=[0])
     assert isinstance(method, TRAK) and method.damping == 0.01 and method.checkpoints == [0]
-    assert method.get_params() == {"damping": 0.01, "checkpoints": [0]}
+    assert method.get_params() == {"damping": 0.01, "checkpoints": [0], "damping_scale": "checkpoint"}
     assert "trak" in method_names()
     with pytest.raises(UnknownNameError) as info:
         get_method("nope")
     assert "trak" in str(info.value)
+
+
+def test_shared_damping_uses_one_ridge_for_the_whole_ensemble(tmp_path):
+    """damping_scale='shared': lambda = d * mean_m trace(K_m) / k for every checkpoint (traker's lambda_reg)."""
+    rng = np.random.default_rng(0)
+    k, n, m = 3, 8, 4
+    settings = {"task": {"task": "classification"}, "checkpoints": ["a", "b"],
+                "projector": {"kind": "gaussian", "dim": k, "seed": 0, "block_rows": 4096},
+                "dtype": "float64", "chunk_size": 4, "n_params": 10, "dim": k}
+    store = FeatureStore.create(tmp_path / "s", settings)
+    phi = [rng.standard_normal((n, k)), 5.0 * rng.standard_normal((n, k))]  # very different kernel traces
+    psi = [rng.standard_normal((m, k)), 5.0 * rng.standard_normal((m, k))]
+    q = [rng.random(n), rng.random(n)]
+    store.add_split("train", n)
+    store.add_split("query", m)
+    with store.writing():
+        for c in range(2):
+            for i, (_, lo, hi) in enumerate(store.chunk_bounds("train")):
+                store.write_chunk("train", c, i, phi[c][lo:hi], q[c][lo:hi])
+            for i, (_, lo, hi) in enumerate(store.chunk_bounds("query")):
+                store.write_chunk("query", c, i, psi[c][lo:hi], np.ones(hi - lo))
+    damping = 0.3
+    lam = damping * np.mean([np.trace(p.T @ p) for p in phi]) / k
+    exact = sum(s @ np.linalg.solve(p.T @ p + lam * np.eye(k), p.T) for p, s in zip(phi, psi)) / 2 * np.mean(q, axis=0)
+    shared = TRAK(damping=damping, damping_scale="shared").fit(store).score("query").values
+    assert _relative_error(shared, exact) <= 1e-10
+    per_checkpoint = TRAK(damping=damping).fit(store).score("query").values
+    assert _relative_error(per_checkpoint, exact) > 1e-3
+    with pytest.raises(ConfigError, match="damping_scale"):
+        TRAK(damping_scale="global").fit(store)

@@ -147,3 +147,16 @@ def registry_url(request, tmp_path) -> str:
         return str(tmp_path / "registry.sqlite")
     server = request.getfixturevalue("provenance_postgres")
     return server.url(request.getfixturevalue("provenance_pg_database"))
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo_build(tmp_path_factory):
+    """The tiny zoo, built once per session: (folder, model_info entries, build seconds). Do not modify it."""
+    import time
+
+    from attributor.provenance.zoo import build_zoo
+
+    out = tmp_path_factory.mktemp("tiny-zoo") / "zoo"
+    start = time.perf_counter()
+    entries = build_zoo(out, preset="tiny", progress=False, log=None)
+    return out, entries, time.perf_counter() - start

@@ -11,7 +11,9 @@ example, phi_m(z) (k,) the same for a query z, and Q_m (n_train,) the out-to-los
 
 which approximates f(z; trained on S) - f(z; trained on S without z_j): positive means
 z_j is a proponent. ``lambda_m = damping * trace(Phi_m^T Phi_m) / k`` (relative damping:
-a fraction of the kernel's mean eigenvalue). Self-influence is tau(z_j)_j.
+a fraction of the kernel's mean eigenvalue), per checkpoint by default; with
+``damping_scale="shared"`` every checkpoint gets lambda = damping * mean_m trace_m / k, one
+ridge for the whole ensemble as traker's ``lambda_reg`` applies. Self-influence is tau(z_j)_j.
 
 Cost: fit is one pass over the features, O(M n k^2), plus M Cholesky factorisations,
 O(M k^3), in float64. Scoring is O(M n_query n_train k), streamed chunk by chunk.
@@ -37,11 +39,14 @@ class TRAK(Method, key="trak"):
         damping: relative ridge on the after-kernel, lambda = damping * mean eigenvalue.
             0 gives the (pseudo-)inverse of the undamped kernel.
         checkpoints: indices of the store's checkpoints to ensemble over (default: all).
+        damping_scale: "checkpoint" (each checkpoint's ridge from its own kernel) or
+            "shared" (one ridge from the mean kernel trace, as traker does).
     """
 
-    def __init__(self, damping: float = 1e-2, checkpoints: Sequence[int] | None = None):
+    def __init__(self, damping: float = 1e-2, checkpoints: Sequence[int] | None = None, damping_scale: str = "checkpoint"):
         self.damping = damping
         self.checkpoints = checkpoints
+        self.damping_scale = damping_scale
 
     def _fit(self) -> None:
         store, split = self.store_, self.split_
@@ -51,16 +56,25 @@ class TRAK(Method, key="trak"):
         bad = [c for c in checkpoints if not 0 <= c < store.n_checkpoints]
         if not checkpoints or bad:
             raise ConfigError(f"trak checkpoints must be indices in [0, {store.n_checkpoints}), got {self.checkpoints!r}")
+        if self.damping_scale not in ("checkpoint", "shared"):
+            raise ConfigError(f"trak damping_scale must be 'checkpoint' or 'shared', got {self.damping_scale!r}")
         n = store.split_size(split)
         q_sum = np.zeros(n)
-        inverses = []
+        kernels = []
         for c in checkpoints:
             kernel = torch.zeros(store.dim, store.dim, dtype=torch.float64)
             for start, stop, features, out_to_loss in store.iter_chunks(split, c):
                 phi = _tensor(features, torch.float64)
                 kernel.addmm_(phi.T, phi)
                 q_sum[start:stop] += out_to_loss
-            inverses.append(_damped_inverse(kernel, self.damping))
+            if self.damping_scale == "checkpoint":
+                kernel = _damped_inverse(kernel, self.damping)  # invert now: one k x k matrix held at a time
+            kernels.append(kernel)
+        if self.damping_scale == "shared":
+            mean_trace = sum(float(torch.trace(k)) for k in kernels) / len(kernels)
+            kernels = [_damped_inverse(k, self.damping * mean_trace / float(torch.trace(k)) if float(torch.trace(k)) > 0 else self.damping)
+                       for k in kernels]
+        inverses = kernels
         self.checkpoints_ = checkpoints
         self.kernel_inverses_ = inverses
         self.out_to_loss_ = q_sum / len(checkpoints)
