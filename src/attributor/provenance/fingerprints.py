@@ -29,15 +29,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from attributor.errors import ConfigError, DataError
 from attributor.registry import Registered
 
-__all__ = ["Fingerprinter", "get_fingerprinter", "fingerprinter_names", "args_hash", "read_word_list", "DEFAULT_METRIC"]
+__all__ = ["Fingerprinter", "get_fingerprinter", "fingerprinter_names", "args_hash", "canonical_args", "read_word_list", "DEFAULT_METRIC"]
 
 #: The metric each method's fingerprints are meant to be compared with.
 DEFAULT_METRIC = {"input_output": "l1", "next_token": "jensen_shannon", "embedding_gram": "correlation"}
 
 
-def args_hash(args: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of a method's resolved arguments."""
-    return hashlib.sha256(json.dumps(args, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def canonical_args(args: Any) -> str:
+    """The canonical JSON of a method's arguments (sorted keys, no spaces): what is hashed and stored."""
+    from collections.abc import Mapping
+
+    if not isinstance(args, Mapping):
+        raise DataError(f"fingerprint arguments must be a dict, got {type(args).__name__}")
+    try:
+        return json.dumps(dict(args), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"fingerprint arguments must be JSON (finite numbers, strings, lists, dicts): {err}") from None
+
+
+def args_hash(args: Any) -> str:
+    """sha256 hex of :func:`canonical_args`: equal for equal arguments in any key order."""
+    return hashlib.sha256(canonical_args(args).encode()).hexdigest()
 
 
 def read_word_list(path: Path | None, default: str) -> tuple[list[str], str]:

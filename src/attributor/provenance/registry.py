@@ -66,6 +66,7 @@ from sqlalchemy.dialects.sqlite import insert as _sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine
 
 from attributor.errors import DataError, RegistryError, RegistryPermissionError, UnknownNameError
+from attributor.provenance.fingerprints import args_hash, canonical_args
 
 __all__ = [
     "Registry", "ModelRecord", "FingerprintRecord", "MIGRATIONS", "SCHEMA_VERSION", "MODEL_TYPES",
@@ -153,21 +154,6 @@ class FingerprintRecord:
     args_hash: str
     vector: np.ndarray = field(repr=False)
     created: datetime
-
-
-def canonical_args(args: Mapping[str, Any]) -> str:
-    """The canonical JSON of a method's arguments (sorted keys, no spaces): what is hashed and stored."""
-    if not isinstance(args, Mapping):
-        raise DataError(f"fingerprint arguments must be a dict, got {type(args).__name__}")
-    try:
-        return json.dumps(dict(args), sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise DataError(f"fingerprint arguments must be JSON (finite numbers, strings, lists, dicts): {err}") from None
-
-
-def args_hash(args: Mapping[str, Any]) -> str:
-    """sha256 hex of :func:`canonical_args`: equal for equal arguments in any key order."""
-    return hashlib.sha256(canonical_args(args).encode()).hexdigest()
 
 
 # -- schema ----------------------------------------------------------------------------------------

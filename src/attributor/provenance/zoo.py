@@ -95,9 +95,9 @@ class ZooPreset:
     batch_size: int = 16
     pretrain_steps: int = 400
     pretrain_lr: float = 3e-3
-    chat_steps: int = 120
+    chat_steps: int = 40
     chat_lr: float = 3e-4
-    finetune_steps: int = 120
+    finetune_steps: int = 40
     finetune_lr: float = 3e-4
     prune_fraction: float = 0.3
     prune_recovery_steps: int = 40
@@ -105,6 +105,7 @@ class ZooPreset:
     distill_steps: int = 250
     distill_lr: float = 3e-3
     distill_temperature: float = 2.0
+    family_corpus_fraction: float = 1.0  # each family pretrains on its own seeded share of the documentation sections
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
 
@@ -230,6 +231,32 @@ def zoo_tokenizer(vocab_size: int) -> Any:
     bpe.train_from_iterator(pretraining_text(), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, pad_token=PAD,
                                    model_max_length=1_000_000)
+
+
+def family_sections(family: str, fraction: float, seed: int) -> list[str]:
+    """The documentation sections a family pretrains on: a seeded share ``fraction`` of them.
+
+    Independent model families are trained on independently assembled data; with fraction
+    < 1 two families share only part of their text (about fraction^2 of the sections), as
+    real pretraining mixtures overlap without being the same.
+    """
+    import numpy as np
+
+    texts = pretraining_text()
+    if fraction >= 1.0:
+        return texts
+    rng = np.random.default_rng(_seed(seed, "corpus", family))
+    keep = np.sort(rng.choice(len(texts), size=max(1, round(fraction * len(texts))), replace=False))
+    return [texts[i] for i in keep]
+
+
+def _family_stream(streams: dict[str, Any], tokenizer: Any, family: FamilySpec, spec: ZooPreset, seed: int) -> Any:
+    """The family's pretraining token stream (cached in ``streams``)."""
+    key = f"pretrain:{family.name}"
+    if key not in streams:
+        streams[key] = (streams["pretrain"] if spec.family_corpus_fraction >= 1.0 else
+                        _token_stream(tokenizer, family_sections(family.name, spec.family_corpus_fraction, seed)))
+    return streams[key]
 
 
 def _token_stream(tokenizer: Any, texts: list[str]) -> Any:
@@ -653,7 +680,8 @@ def _make(out: Path, entry: dict[str, Any], family: FamilySpec, spec: ZooPreset,
         torch.manual_seed(own)
         if kind == "Base":
             model = _new_model(family, spec, tokenizer, own)
-            record["training"] = _lm_training(model, streams["pretrain"], spec.pretrain_steps, spec.pretrain_lr, spec,
+            record["training"] = _lm_training(model, _family_stream(streams, tokenizer, family, spec, seed),
+                                              spec.pretrain_steps, spec.pretrain_lr, spec,
                                               own, f"{model_id} pretrain", progress)
             record["corpus"] = "pretrain"
             return model, record
@@ -676,7 +704,7 @@ def _make(out: Path, entry: dict[str, Any], family: FamilySpec, spec: ZooPreset,
                     for name, mask in masks.items():
                         modules[name].weight.mul_(mask)
 
-            record["training"] = _lm_training(base, streams["pretrain"], spec.prune_recovery_steps,
+            record["training"] = _lm_training(base, _family_stream(streams, tokenizer, family, spec, seed), spec.prune_recovery_steps,
                                               spec.prune_recovery_lr, spec, own, f"{model_id} recover", progress,
                                               after_step=reapply)
             record["corpus"] = "pretrain"
@@ -686,7 +714,7 @@ def _make(out: Path, entry: dict[str, Any], family: FamilySpec, spec: ZooPreset,
         elif kind == "Distilled":
             student_spec = family.student()
             student = _new_model(student_spec, spec, tokenizer, own)
-            record["training"] = _distill_training(student, base, streams["pretrain"], spec, own,
+            record["training"] = _distill_training(student, base, _family_stream(streams, tokenizer, family, spec, seed), spec, own,
                                                    f"{model_id} distill", progress)
             record["corpus"] = "pretrain (teacher's distributions)"
             record["student"] = asdict(student_spec)
