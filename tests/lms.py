@@ -10,18 +10,10 @@ import torch
 
 @lru_cache(maxsize=1)
 def tokenizer():
-    """A byte-level BPE (600 tokens) trained on Python's bundled documentation text."""
-    from pydoc_data.topics import topics
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """The zoo's byte-level BPE (600 tokens, trained on Python's bundled documentation)."""
+    from attributor.provenance.zoo import zoo_tokenizer
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(list(topics.values()), trainers.BpeTrainer(
-        vocab_size=600, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    return zoo_tokenizer(600)
 
 
 def gpt2(seed: int, width: int = 24):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -31,6 +30,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from attributor._io import atomic_write_text
 from attributor.config import _read_file, format_validation_error
 from attributor.errors import AttributorError, ConfigError, DataError
 from attributor.provenance.fingerprints import Fingerprinter, fingerprinter_names, get_fingerprinter
@@ -247,26 +247,16 @@ def _write_outputs(config: ProvenanceConfig, result: ExperimentResult, methods: 
 
 
 def write_json_files(folder: Path, files: dict[str, Any]) -> None:
-    """Write each document (JSON-able, or a str written as is) to a temporary file in ``folder``,
-    then rename them all into place: a failure leaves the previous files untouched."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    staged = []
-    try:
-        for name, payload in files.items():
-            handle, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-            staged.append((tmp, folder / name))
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                if isinstance(payload, str):
-                    out.write(payload)
-                else:
-                    json.dump(payload, out, indent=1, allow_nan=False)
-    except BaseException:
-        for tmp, _ in staged:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-    for tmp, final in staged:
-        os.replace(tmp, final)
+    """Write each document (JSON-able, or a str written as is) atomically into ``folder``.
+
+    Everything is serialised before the first file is written, so a document that cannot be
+    written (e.g. a NaN) leaves the folder as it was.
+    """
+    texts = {name: payload if isinstance(payload, str) else json.dumps(payload, indent=1, allow_nan=False)
+             for name, payload in files.items()}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        atomic_write_text(Path(folder) / name, text)
 
 
 def known_names() -> dict[str, list[str]]:
