@@ -168,3 +168,35 @@ def test_an_interrupted_build_resumes_to_the_same_models(zoo):
     assert "building 1 of" in lines[0] and len(lines) == 2
     assert content_hash(out / target["path"]) == before  # deterministic: same bytes as the first build
     assert not leftover.exists() and json.loads((out / "model_info.json").read_text()) == entries
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("nope=1", "unknown zoo setting(s) ['nope']"),
+    ("finetune_steps=abc", "finetune_steps must be a int"),
+    ("family_corpus_fraction=2", "out of range"),
+    ("finetune_steps", "must look like key=value"),
+])
+def test_zoo_setting_changes_are_checked_before_anything_is_written(tmp_path, capsys, setting, message):
+    from attributor.cli import main
+
+    assert main(["provenance", "zoo", "--out", str(tmp_path / "zoo"), "--set", setting, "-q"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_a_changed_setting_is_part_of_the_zoo_settings(tmp_path):
+    from attributor.provenance.zoo import resolve_preset
+
+    changed = resolve_preset("tiny", {"finetune_steps": "7", "family_corpus_fraction": 0.5})
+    assert changed.finetune_steps == 7 and changed.family_corpus_fraction == 0.5
+    assert changed.families == PRESETS["tiny"].families and PRESETS["tiny"].finetune_steps != 7
+
+
+def test_families_can_pretrain_on_their_own_share_of_the_corpus():
+    from attributor.provenance.zoo import family_sections, pretraining_text
+
+    every = pretraining_text()
+    a, b = family_sections("gpt2-a", 0.5, seed=0), family_sections("gpt2-b", 0.5, seed=0)
+    assert len(a) == len(b) == round(0.5 * len(every)) and a != b
+    assert a == family_sections("gpt2-a", 0.5, seed=0) and set(a) <= set(every)
+    assert family_sections("gpt2-a", 1.0, seed=0) == every

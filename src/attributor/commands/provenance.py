@@ -57,12 +57,20 @@ def analyze(results_file: Path = typer.Option(..., "--results-file", help="simil
 def zoo(out: Path = typer.Option(Path("runs/zoo"), "--out", "-o", help="Zoo folder."),
         preset: str = typer.Option("default", "--preset", help="default (minutes on 2 cores) or tiny (seconds, for tests)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the whole zoo."),
+        set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Change one preset setting, e.g. --set finetune_steps=120 (repeatable)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild a zoo folder made with other settings."),
         quiet: bool = QuietOpt) -> None:
     """Build tiny causal LMs: independent families, each with Chat, Fine-tuned, Quantized, Pruned and Distilled models."""
+    from attributor.errors import ConfigError
     from attributor.provenance.zoo import build_zoo
 
-    entries = build_zoo(out, preset=preset, seed=seed, overwrite=overwrite, progress=not quiet,
+    changes = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} must look like key=value, e.g. finetune_steps=120")
+        changes[key.strip()] = value.strip()
+    entries = build_zoo(out, preset=preset, seed=seed, overwrite=overwrite, progress=not quiet, changes=changes or None,
                         log=(lambda message: None) if quiet else typer.echo)
     families = sorted({e["family"] for e in entries})
     typer.echo(f"{len(entries)} models in {len(families)} families ({', '.join(families)}) -> {out / 'model_info.json'}")

@@ -128,12 +128,32 @@ PRESETS: dict[str, ZooPreset] = {
 }
 
 
-def _settings(preset: str, seed: int) -> dict[str, Any]:
+def resolve_preset(preset: str, changes: dict[str, Any] | None = None) -> ZooPreset:
+    """The preset ``preset`` with some of its scalar fields changed (e.g. ``{"finetune_steps": 120}``)."""
     if preset not in PRESETS:
         raise UnknownNameError("zoo preset", preset, list(PRESETS))
-    spec = asdict(PRESETS[preset])
-    spec["families"] = [asdict(f) for f in PRESETS[preset].families]
-    return {"schema_version": SCHEMA_VERSION, "preset": preset, "seed": int(seed), "spec": spec}
+    base = PRESETS[preset]
+    if not changes:
+        return base
+    fields = {name: type(getattr(base, name)) for name in base.__dataclass_fields__ if name != "families"}
+    unknown = sorted(set(changes) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown zoo setting(s) {unknown}; known: {', '.join(sorted(fields))}")
+    typed = {}
+    for name, value in changes.items():
+        try:
+            typed[name] = fields[name](value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"zoo setting {name} must be a {fields[name].__name__}, got {value!r}") from None
+        if typed[name] < 0 or (name == "family_corpus_fraction" and not 0 < typed[name] <= 1):
+            raise ConfigError(f"zoo setting {name} is out of range: {value!r}")
+    return replace(base, **typed)
+
+
+def _settings(preset: str, seed: int, spec: ZooPreset) -> dict[str, Any]:
+    fields = asdict(spec)
+    fields["families"] = [asdict(f) for f in spec.families]
+    return {"schema_version": SCHEMA_VERSION, "preset": preset, "seed": int(seed), "spec": fields}
 
 
 def _seed(seed: int, *names: str) -> int:
@@ -544,7 +564,7 @@ def _try_info(out: Path) -> dict[str, Any]:
 
 def build_zoo(out: str | os.PathLike[str], *, preset: str = "default", seed: int = 0, progress: bool = True,
               log: Callable[[str], Any] | None = print, overwrite: bool = False,
-              threads: int | None = 1) -> list[dict[str, Any]]:
+              threads: int | None = 1, changes: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Build (or finish building) the model zoo in ``out``; return the ``model_info.json`` entries.
 
     Families x types: every :class:`FamilySpec` of the preset gets a Base and one model of each
@@ -558,11 +578,14 @@ def build_zoo(out: str | os.PathLike[str], *, preset: str = "default", seed: int
     current setting). One is the default: these models are so small that a second thread
     gains little, and on a busy machine two threads spin and run many times slower.
 
+    ``changes`` overrides scalar fields of the preset (e.g. ``{"finetune_steps": 120}``, see
+    :class:`ZooPreset`); they are part of the settings a rebuild must match.
+
     Example: ``build_zoo("runs/zoo", preset="tiny", progress=False, log=None)``.
     """
     out = Path(out)
-    settings = _settings(preset, seed)
-    spec = PRESETS[preset]
+    spec = resolve_preset(preset, changes)
+    settings = _settings(preset, seed, spec)
     say = log or (lambda _: None)
     info = _open_dir(out, settings, overwrite)
     entries = [_entry(f, t) for f in spec.families for t in MODEL_TYPES]
