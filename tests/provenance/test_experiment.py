@@ -124,3 +124,16 @@ def test_a_reader_writing_to_a_postgres_registry_is_refused_in_one_line(tmp_path
     capsys.readouterr()
     assert main([*reader, "--use-existing"]) == 0  # a reader reuses what an admin wrote
     assert "0 fingerprints computed, 6 reused" in capsys.readouterr().out
+
+
+def test_methods_may_be_a_list_with_method_args():
+    from attributor.errors import ConfigError
+    from attributor.provenance.experiment import ProvenanceConfig
+
+    config = ProvenanceConfig.model_validate({"models": [{"model_id": "a", "path": "a"}],
+                                              "methods": ["input_output", "next_token"],
+                                              "method_args": {"input_output": {"n0": 12}}})
+    assert config.methods == {"input_output": {"n0": 12}, "next_token": {}}
+    with pytest.raises((ConfigError, ValueError), match="not listed"):
+        ProvenanceConfig.model_validate({"models": [{"model_id": "a", "path": "a"}], "methods": ["next_token"],
+                                         "method_args": {"input_output": {"n0": 12}}})

@@ -9,6 +9,9 @@ similarity metrics::
       input_output: {n0: 40}
       next_token: {}
     metrics: [l1, cosine]
+
+(``methods: [input_output, next_token]`` with ``method_args: {input_output: {n0: 40}}`` is
+read the same way.)
     output_dir: runs/provenance
 
 It writes ``fingerprints.json``, ``similarity_matrices.json`` and the resolved
@@ -65,6 +68,22 @@ class ProvenanceConfig(BaseModel):
     metrics: list[str] = Field(default_factory=lambda: ["l1"], description="similarity metrics to compute")
     output_dir: Path = Field(Path("runs/provenance"), description="where the results are written")
     registry: Optional[str] = Field(None, description="registry URL or SQLite path (default: ATTRIBUTOR_REGISTRY or ~/.attributor)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_list(cls, raw: Any) -> Any:
+        """Also accept ``methods: [a, b]`` with ``method_args: {a: {...}}`` (the VAIL-style layout)."""
+        if isinstance(raw, dict) and (isinstance(raw.get("methods"), list) or "method_args" in raw):
+            raw = dict(raw)
+            names = raw.get("methods") or list(raw.get("method_args") or {})
+            args = raw.pop("method_args", None) or {}
+            if not isinstance(args, dict) or not isinstance(names, list):
+                raise ValueError("methods must be a list of names and method_args a mapping name -> arguments")
+            stray = sorted(set(args) - set(names))
+            if stray:
+                raise ValueError(f"method_args for methods not listed in methods: {stray}")
+            raw["methods"] = {name: args.get(name) or {} for name in names}
+        return raw
 
     @field_validator("methods")
     @classmethod
