@@ -4,7 +4,8 @@ Featurizes the full-suite mnist1d MLP (3 checkpoints) with the identity projecti
 per-example gradients of the margin), then projects those same gradients to k=1024 with
 our gaussian projector and with traker's BasicProjector (normal), and computes TRAK from
 each with one float64 formula (relative damping 1e-2 per checkpoint, Q averaged), and, for
-traker's projector, also traker's float32 inverse. LDS against the bench's retrains. Last,
+traker's projector, also traker's float32 inverse, and traker's own weighting of the
+checkpoints (its inverse divided by its mean absolute entry) with its single ridge. LDS against the bench's retrains. Last,
 our TRAK and traker's own pipeline with no projection at all (traker's NoOpProjector).
 
     python benchmarks/trak_projection_check.py --bench runs/bench
@@ -29,7 +30,11 @@ from attributor.pipelines import bench
 from attributor.pipelines.bench_tasks import SUITES
 
 
-def trak(project, grads, queries, out_to_loss, damping=1e-2, float32=False) -> np.ndarray:
+def trak(project, grads, queries, out_to_loss, damping=1e-2, float32=False, traker_weights=False,
+         shared_lambda=None) -> np.ndarray:
+    """TRAK eq. (16) averaged over checkpoints. ``traker_weights``: divide each checkpoint's
+    inverse by its mean absolute entry, as traker's BasicScoreComputer.get_x_xtx_inv does
+    ("to avoid numerical issues"), which reweights the checkpoints of the ensemble."""
     total = 0.0
     for c, (g, h) in enumerate(zip(grads, queries)):
         x, z = project(g, c), project(h, c)
@@ -41,8 +46,11 @@ def trak(project, grads, queries, out_to_loss, damping=1e-2, float32=False) -> n
         else:
             x, z = x.double().numpy(), z.double().numpy()
             kernel = x.T @ x
-            lam = damping * np.trace(kernel) / kernel.shape[0]
-            total = total + z @ np.linalg.solve(kernel + lam * np.eye(kernel.shape[0]), x.T)
+            lam = damping * np.trace(kernel) / kernel.shape[0] if shared_lambda is None else shared_lambda
+            inverse = np.linalg.inv(kernel + lam * np.eye(kernel.shape[0]))
+            if traker_weights:
+                inverse /= np.abs(inverse).mean()
+            total = total + z @ inverse @ x.T
     return total / len(grads) * out_to_loss[None, :]
 
 
@@ -62,7 +70,8 @@ def main() -> None:
     grads = [torch.tensor(np.asarray(store.features("train", c)), dtype=torch.float32) for c in range(store.n_checkpoints)]
     queries = [torch.tensor(np.asarray(store.features("query", c)), dtype=torch.float32) for c in range(store.n_checkpoints)]
     q = np.mean([np.asarray(store.out_to_loss("train", c)) for c in range(store.n_checkpoints)], axis=0)
-    print("seed | ours (float64) | traker's projector (float64) | traker's projector (float32 inverse)")
+    print("seed | ours (float64) | traker's projector (float64) | traker's projector (float32 inverse) "
+          "| traker's projector, traker's lambda and checkpoint weights")
     for seed in range(args.seeds):
         ours = make_projector("gaussian", suite.proj_dim, seed=seed)
         theirs = BasicProjector(grad_dim=store.dim, proj_dim=suite.proj_dim, seed=seed, proj_type=ProjectionType.normal,
@@ -71,7 +80,10 @@ def main() -> None:
         b = lds(trak(lambda g, c: theirs.project(g, model_id=c), grads, queries, q), masks, actual)["lds"]
         d = lds(trak(lambda g, c: theirs.project(g, model_id=c) / store.dim ** 0.5, grads, queries, q, float32=True),
                 masks, actual)["lds"]
-        print(f"{seed} | {a:.4f} | {b:.4f} | {d:.4f}", flush=True)
+        project = lambda g, c: theirs.project(g, model_id=c) / store.dim ** 0.5  # noqa: E731  (traker's scale)
+        shared = 1e-2 * np.mean([float((project(g, c).double() ** 2).sum()) for c, g in enumerate(grads)]) / suite.proj_dim
+        e = lds(trak(project, grads, queries, q, traker_weights=True, shared_lambda=shared), masks, actual)["lds"]
+        print(f"{seed} | {a:.4f} | {b:.4f} | {d:.4f} | {e:.4f}", flush=True)
     # the unprojected comparison: our TRAK and traker's (NoOpProjector) on the same gradients
     from scipy.stats import spearmanr
 
