@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from attributor._io import atomic_write_text
+from attributor.reports.html import SORT_SCRIPT
 from attributor.provenance.analysis import (
     CATEGORIES, CATEGORY_TITLES, KEY_COLUMN, MODEL_TYPES, Analysis, ModelInfo, fmt, fmt_variance,
 )
@@ -55,26 +56,6 @@ details { margin: .5rem 0; }
 summary { cursor: pointer; font-weight: 600; }
 """
 
-_SORT_SCRIPT = """
-document.querySelectorAll("table.sortable th").forEach(function (th) {
-  th.addEventListener("click", function () {
-    var table = th.closest("table"), body = table.tBodies[0];
-    var col = Array.prototype.indexOf.call(th.parentNode.children, th);
-    var asc = th.getAttribute("data-dir") !== "asc";
-    th.parentNode.querySelectorAll("th").forEach(function (h) { h.removeAttribute("data-dir"); });
-    th.setAttribute("data-dir", asc ? "asc" : "desc");
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = a.cells[col].textContent, y = b.cells[col].textContent;
-      var nx = parseFloat(x), ny = parseFloat(y);
-      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny
-            : (isNaN(nx) === isNaN(ny) ? x.localeCompare(y) : (isNaN(nx) ? 1 : -1));
-      return asc ? c : -c;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-  });
-});
-"""
 
 
 # -- figures ------------------------------------------------------------------------------------
@@ -183,7 +164,7 @@ def _page(title: str, body: str, *, tables: bool = False) -> str:
         f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n"
         f'<script type="text/javascript">{get_plotlyjs()}</script>\n'
         f"</head>\n<body>\n<main>\n{body}\n</main>\n"
-        + (f"<script>{_SORT_SCRIPT}</script>\n" if tables else "")
+        + (f"<script>{SORT_SCRIPT}</script>\n" if tables else "")
         + "</body>\n</html>\n"
     )
 

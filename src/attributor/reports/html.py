@@ -44,7 +44,8 @@ tbody tr:nth-child(even) { background: var(--alt); }
 @media (max-width: 600px) { body { font-size: 15px; } main { padding: 1rem .75rem; } }
 """
 
-_SCRIPT = """
+#: Click-to-sort for every ``table.sortable`` (numbers numerically, text after numbers).
+SORT_SCRIPT = """
 document.querySelectorAll("table.sortable th").forEach(function (th) {
   th.addEventListener("click", function () {
     var table = th.closest("table"), body = table.tBodies[0];
@@ -56,7 +57,8 @@ document.querySelectorAll("table.sortable th").forEach(function (th) {
     rows.sort(function (a, b) {
       var x = a.cells[col].textContent, y = b.cells[col].textContent;
       var nx = parseFloat(x), ny = parseFloat(y);
-      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny
+            : (isNaN(nx) === isNaN(ny) ? x.localeCompare(y) : (isNaN(nx) ? 1 : -1));
       return asc ? c : -c;
     });
     rows.forEach(function (r) { body.appendChild(r); });
@@ -111,7 +113,7 @@ def render_html(title: str, sections: Sequence[Section]) -> str:
     )
     body = "\n".join(_render_section(i, s) for i, s in enumerate(sections))
     has_tables = any(s.tables for s in sections)
-    script = f"<script>{_SCRIPT}</script>" if has_tables else ""
+    script = f"<script>{SORT_SCRIPT}</script>" if has_tables else ""
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
