@@ -6,3 +6,6 @@ registry of models and fingerprints (:mod:`.registry`), experiments and their an
 unrelated language models (:mod:`.zoo`) and its provenance accuracy (:mod:`.evaluate`).
 Importing this package imports none of transformers, SQLAlchemy or plotly.
 """
+
+#: The model types of the provenance vocabulary (model info, registry, zoo, analysis).
+MODEL_TYPES = ("Base", "Chat", "Fine-tuned", "Quantized", "Pruned", "Distilled")

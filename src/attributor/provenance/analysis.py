@@ -38,6 +38,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from attributor.errors import ConfigError, DataError, UnknownNameError
+from attributor.provenance import MODEL_TYPES
 
 __all__ = [
     "MODEL_TYPES", "CATEGORIES", "OUTPUT_FILES", "ModelInfo", "SimilarityResults", "Pair",
@@ -46,7 +47,6 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
-MODEL_TYPES = ("Base", "Chat", "Fine-tuned", "Quantized", "Pruned", "Distilled")
 CATEGORIES = ("intrafamily", "interfamily", "type_pairs")
 CATEGORY_TITLES = {
     "intrafamily": "Intrafamily: pairs within one family",

@@ -38,11 +38,11 @@ from attributor.config import _read_file, format_validation_error
 from attributor.errors import AttributorError, ConfigError, DataError
 from attributor.provenance.fingerprints import Fingerprinter, fingerprinter_names, get_fingerprinter
 from attributor.provenance.metrics import metric_names, similarity_matrix
+from attributor.provenance import MODEL_TYPES
 
 __all__ = ["ModelEntry", "ProvenanceConfig", "load_provenance_config", "run_experiment", "read_model_info",
            "ExperimentResult", "MODEL_TYPES"]
 
-MODEL_TYPES = ("Base", "Chat", "Fine-tuned", "Quantized", "Pruned", "Distilled")
 
 
 class ModelEntry(BaseModel):
@@ -184,13 +184,14 @@ def run_experiment(config: ProvenanceConfig, *, use_existing: bool = False, writ
     methods: dict[str, Fingerprinter] = {name: get_fingerprinter(name, **args) for name, args in config.methods.items()}
     registry = _open_registry(config.registry) if (use_existing or write_to_registry) else None
     result = ExperimentResult(models, {name: {} for name in methods}, {})
+    reuse = use_existing and registry.schema_version() > 0  # a registry not created yet holds nothing
     try:
         for entry in tqdm(models, desc="fingerprint models", disable=not progress):
             digest = content_hash(entry.path)
             result.content_hashes[entry.model_id] = digest
             missing = []
             for name, method in methods.items():
-                vector = _reusable(registry, entry, digest, name, method) if use_existing else None
+                vector = _reusable(registry, entry, digest, name, method) if reuse else None
                 if vector is None:
                     missing.append(name)
                 else:
@@ -223,8 +224,6 @@ def _open_registry(url: str | None):
 
 
 def _reusable(registry, entry: ModelEntry, digest: str, name: str, method: Fingerprinter) -> np.ndarray | None:
-    if registry.schema_version() == 0:
-        return None  # a registry not created yet holds nothing to reuse
     stored = registry.get_model(entry.model_id)
     if stored is None or stored.content_hash != digest:
         return None  # unknown model, or its files changed since the fingerprint was stored
@@ -276,7 +275,3 @@ def write_json_files(folder: Path, files: dict[str, Any]) -> None:
     Path(folder).mkdir(parents=True, exist_ok=True)
     for name, text in texts.items():
         atomic_write_text(Path(folder) / name, text)
-
-
-def known_names() -> dict[str, list[str]]:
-    return {"methods": fingerprinter_names(), "metrics": metric_names()}

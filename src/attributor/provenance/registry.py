@@ -67,6 +67,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from attributor.errors import DataError, RegistryError, RegistryPermissionError, UnknownNameError
 from attributor.provenance.fingerprints import args_hash, canonical_args
+from attributor.provenance import MODEL_TYPES
 
 __all__ = [
     "Registry", "ModelRecord", "FingerprintRecord", "MIGRATIONS", "SCHEMA_VERSION", "MODEL_TYPES",
@@ -76,7 +77,6 @@ __all__ = [
 ENV_VAR = "ATTRIBUTOR_REGISTRY"
 DEFAULT_READER_ROLE = "attributor_reader"
 DEFAULT_ADMIN_ROLE = "attributor_admin"
-MODEL_TYPES = ("Base", "Chat", "Fine-tuned", "Quantized", "Pruned", "Distilled")
 SQLITE_BUSY_TIMEOUT_S = 30.0
 _RETRIES = 4  # attempts for "database is locked" / serialization failures / deadlocks
 _ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -307,18 +307,16 @@ class Registry:
 
     def grant(self, user: str, role: str = "reader") -> str:
         """Make the login role ``user`` a member of the reader or admin role (PostgreSQL); returns the role granted."""
-        name = self._group_role(role)
-        user = _login_name(user)
-        self._run(lambda conn: conn.exec_driver_sql(f"GRANT {self._quote(name)} TO {self._quote(user)}"),
-                  action=f"grant {name} to {user}")
-        return name
+        return self._membership("grant", "to", user, role)
 
     def revoke(self, user: str, role: str = "admin") -> str:
         """End ``user``'s membership of the reader or admin role (PostgreSQL); returns the role revoked."""
-        name = self._group_role(role)
-        user = _login_name(user)
-        self._run(lambda conn: conn.exec_driver_sql(f"REVOKE {self._quote(name)} FROM {self._quote(user)}"),
-                  action=f"revoke {name} from {user}")
+        return self._membership("revoke", "from", user, role)
+
+    def _membership(self, verb: str, preposition: str, user: str, role: str) -> str:
+        name, user = self._group_role(role), _login_name(user)
+        sql = f"{verb.upper()} {self._quote(name)} {preposition.upper()} {self._quote(user)}"
+        self._run(lambda conn: conn.exec_driver_sql(sql), action=f"{verb} {name} {preposition} {user}")
         return name
 
     # -- models --------------------------------------------------------------------------------

@@ -49,13 +49,13 @@ from typing import Any, Callable, Iterator
 from attributor._compare import differences
 from attributor._io import atomic_directory, atomic_write_json
 from attributor.errors import ConfigError, UnknownNameError
+from attributor.provenance import MODEL_TYPES
 
 __all__ = ["build_zoo", "FamilySpec", "ZooPreset", "PRESETS", "MODEL_TYPES", "load_zoo_info",
            "zoo_tokenizer", "pretraining_text", "finetuning_text", "chat_dialogues",
            "quantize_int8_", "prune_magnitude_"]
 
 SCHEMA_VERSION = 1
-MODEL_TYPES = ("Base", "Chat", "Fine-tuned", "Quantized", "Pruned", "Distilled")
 _SUFFIX = {"Base": "", "Chat": "-chat", "Fine-tuned": "-finetuned", "Quantized": "-int8",
            "Pruned": "-pruned", "Distilled": "-distilled"}
 EOS, PAD, USER, ASSISTANT = "<|endoftext|>", "<|pad|>", "<|user|>", "<|assistant|>"
