@@ -65,6 +65,24 @@ def test_eval_on_the_tiny_zoo_writes_the_report(tmp_path, tiny_zoo_build, capsys
     assert "embedding_gram" in capsys.readouterr().out
 
 
+def test_eval_passes_method_arguments_and_refuses_bad_ones(tmp_path, tiny_zoo_build, capsys):
+    zoo, _, _ = tiny_zoo_build
+    out = tmp_path / "eval"
+    args = ["provenance", "eval", "--zoo", str(zoo), "--out", str(out), "-m", "input_output", "-q"]
+    assert main(args + ["-a", "input_output.n0=7", "-a", "input_output.word_boundary=false"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["input_output"]["n_positive"] > 0
+    capsys.readouterr()
+    for bad, message in [(["-a", "input_output.n0"], "must look like key=value"),
+                         (["-a", "n0=7"], "must name a method and an argument"),
+                         (["-a", "next_token.seed=1"], "not evaluated here"),
+                         (["-a", "input_output.n0=-3"], "n0"),
+                         (["-a", "input_output.colour=1"], "unknown argument")]:
+        assert main(args[:4] + ["--out", str(tmp_path / "bad")] + args[6:] + bad) == 2, bad
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, (bad, err)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_eval_without_a_zoo_says_how_to_build_one(tmp_path, capsys):
     assert main(["provenance", "eval", "--zoo", str(tmp_path), "--out", str(tmp_path / "o"), "-q"]) == 2
     assert "attributor provenance zoo" in capsys.readouterr().err

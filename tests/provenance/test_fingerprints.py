@@ -65,15 +65,24 @@ def test_metrics_refuse_what_they_cannot_compare():
 # ------------------------------------------------------------------ fingerprints
 
 
-def reference_input_output(model, tokenizer, n0: int) -> np.ndarray:
-    """The VAIL input/output fingerprint, one probe at a time, all in float64."""
+def reference_input_output(model, tokenizer, n0: int, word_boundary: bool) -> np.ndarray:
+    """The VAIL input/output fingerprint, one probe at a time, all in float64.
+
+    word_boundary: probes encoded after a space, one target token per word (the first non-space
+    token of " word"); otherwise every line encoded as is and every token of a target kept.
+    """
     probes, _ = read_word_list(None, "probe_tokens.txt")
     targets, _ = read_word_list(None, "target_tokens.txt")
     E = model.get_input_embeddings().weight.detach().double().numpy()
-    target_ids = list(dict.fromkeys(t for w in targets for t in tokenizer.encode(w, add_special_tokens=False)))
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    if word_boundary:
+        firsts = ([t for t in encode(" " + w) if tokenizer.decode([t]).strip()][:1] for w in targets)
+        target_ids = list(dict.fromkeys(t for first in firsts for t in first))
+    else:
+        target_ids = list(dict.fromkeys(t for w in targets for t in encode(w)))
     U, V = [], []
     for probe in probes:
-        ids = tokenizer.encode(probe, add_special_tokens=False)
+        ids = encode(" " + probe if word_boundary else probe)
         if not ids:
             continue
         U.append((E[ids] + np.sin(np.arange(len(ids)))[:, None]).mean(axis=0))
@@ -88,11 +97,23 @@ def reference_input_output(model, tokenizer, n0: int) -> np.ndarray:
     return padded / np.linalg.norm(padded)
 
 
-def test_input_output_equals_the_per_probe_float64_reference(tokenizer):
+@pytest.mark.parametrize("word_boundary", [True, False])
+def test_input_output_equals_the_per_probe_float64_reference(tokenizer, word_boundary):
     model = gpt2(0)
-    ours = get_fingerprinter("input_output", n0=30, batch_size=17).fingerprint(loaded(model, tokenizer))
-    np.testing.assert_allclose(ours, reference_input_output(model, tokenizer, 30), rtol=1e-6, atol=1e-9)
+    method = get_fingerprinter("input_output", n0=30, batch_size=17, word_boundary=word_boundary)
+    ours = method.fingerprint(loaded(model, tokenizer))
+    np.testing.assert_allclose(ours, reference_input_output(model, tokenizer, 30, word_boundary), rtol=1e-6, atol=1e-9)
     assert ours.shape == (30,) and np.linalg.norm(ours) == pytest.approx(1.0) and (np.diff(ours) <= 0).all()
+
+
+def test_input_output_word_boundary_reads_the_tokens_a_model_predicts(tokenizer):
+    """In a byte-level BPE "the" and " the" are different tokens; after a word a model predicts " the"."""
+    assert tokenizer.encode("the", add_special_tokens=False) != tokenizer.encode(" the", add_special_tokens=False)
+    model = gpt2(0)
+    spaced = get_fingerprinter("input_output", n0=30).fingerprint(loaded(model, tokenizer))
+    literal = get_fingerprinter("input_output", n0=30, word_boundary=False).fingerprint(loaded(model, tokenizer))
+    assert np.abs(spaced - literal).max() > 1e-3
+    assert get_fingerprinter("input_output").args_hash != get_fingerprinter("input_output", word_boundary=False).args_hash
 
 
 def test_input_output_pads_models_narrower_than_n0(tokenizer):

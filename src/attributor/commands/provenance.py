@@ -61,15 +61,9 @@ def zoo(out: Path = typer.Option(Path("runs/zoo"), "--out", "-o", help="Zoo fold
         overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild a zoo folder made with other settings."),
         quiet: bool = QuietOpt) -> None:
     """Build tiny causal LMs: independent families, each with Chat, Fine-tuned, Quantized, Pruned and Distilled models."""
-    from attributor.errors import ConfigError
     from attributor.provenance.zoo import build_zoo
 
-    changes = {}
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r} must look like key=value, e.g. finetune_steps=120")
-        changes[key.strip()] = value.strip()
+    changes = {key: value for key, value in _key_values(set_, "--set", "finetune_steps=120")}
     entries = build_zoo(out, preset=preset, seed=seed, overwrite=overwrite, progress=not quiet, changes=changes or None,
                         log=(lambda message: None) if quiet else typer.echo)
     families = sorted({e["family"] for e in entries})
@@ -80,16 +74,45 @@ def zoo(out: Path = typer.Option(Path("runs/zoo"), "--out", "-o", help="Zoo fold
 def eval_(zoo: Path = typer.Option(Path("runs/zoo"), "--zoo", help="Zoo folder (with model_info.json)."),
           out: Path = typer.Option(Path("runs/provenance-eval"), "--out", "-o", help="Output folder."),
           method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Fingerprint method (repeatable; default: all)."),
+          arg: Optional[List[str]] = typer.Option(None, "--arg", "-a", help="One method argument, e.g. -a input_output.n0=20 (repeatable; the value is read as JSON, else as text)."),
           quiet: bool = QuietOpt) -> None:
     """ROC AUC and best-threshold accuracy of related-vs-unrelated pairs, per method and derived type."""
-    from attributor.provenance.evaluate import evaluate_zoo
+    import json
 
-    report = evaluate_zoo(zoo, out, methods={name: {} for name in method} if method else None, progress=not quiet)
+    from attributor.errors import ConfigError
+    from attributor.provenance.evaluate import evaluate_zoo
+    from attributor.provenance.fingerprints import fingerprinter_names
+
+    methods = {name: {} for name in (method or fingerprinter_names())}
+    for key, value in _key_values(arg, "--arg", "input_output.n0=20"):
+        name, dot, field = key.partition(".")
+        if not dot or not field:
+            raise ConfigError(f"--arg {key}={value} must name a method and an argument, e.g. input_output.n0=20")
+        if name not in methods:
+            raise ConfigError(f"--arg {key}: method {name!r} is not evaluated here (methods: {', '.join(methods)})")
+        try:
+            methods[name][field] = json.loads(value)
+        except ValueError:
+            methods[name][field] = value
+    report = evaluate_zoo(zoo, out, methods=methods, progress=not quiet)
     for name, row in report.items():
         by_type = ", ".join(f"{t} {v:.3f}" for t, v in row["by_type"].items() if v is not None)
         typer.echo(f"{name:16s} AUC {row['auc']:.3f} (chance 0.5)  accuracy {row['accuracy']:.3f} "
                    f"(chance {row['accuracy_chance']:.3f})  by type: {by_type}")
     typer.echo(f"wrote {out / 'metrics.json'} and {out / 'results.md'}")
+
+
+def _key_values(items: Optional[List[str]], option: str, example: str) -> list[tuple[str, str]]:
+    """``key=value`` command-line items as (key, value) pairs; one clear error for a malformed item."""
+    from attributor.errors import ConfigError
+
+    pairs = []
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {item!r} must look like key=value, e.g. {example}")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
 
 
 @app.command()
