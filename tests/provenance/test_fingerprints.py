@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 import lms  # noqa: E402
 from attributor.errors import ConfigError, DataError, ModelLoadError, UnknownNameError  # noqa: E402
-from attributor.provenance.fingerprints import get_fingerprinter, read_word_list  # noqa: E402
+from attributor.provenance.fingerprints import DEFAULT_METRIC, fingerprinter_names, get_fingerprinter, read_word_list  # noqa: E402
 from attributor.provenance.metrics import IncomparableError, get_metric, metric_names, similarity_matrix  # noqa: E402
 from attributor.provenance.models import LoadedModel, content_hash, load_causal_lm  # noqa: E402
 
@@ -63,6 +63,30 @@ def test_metrics_refuse_what_they_cannot_compare():
 
 
 # ------------------------------------------------------------------ fingerprints
+
+
+@pytest.mark.parametrize("name", fingerprinter_names())
+def test_every_fingerprint_method_keeps_the_contract(name, tokenizer):
+    """Conformance over the registry: a finite float64 vector, deterministic, stable argument hash,
+    self-similarity 1 under the method's metric, a slightly perturbed copy closer than an
+    independent model, and one clear error for a model with NaN weights."""
+    import copy
+
+    method, metric = get_fingerprinter(name), get_metric(DEFAULT_METRIC[name])
+    model = gpt2(5)
+    vector = method.fingerprint(loaded(model, tokenizer))
+    assert vector.ndim == 1 and vector.size > 0 and vector.dtype == np.float64 and np.isfinite(vector).all()
+    np.testing.assert_array_equal(get_fingerprinter(name).fingerprint(loaded(model, tokenizer)), vector)
+    assert get_fingerprinter(name).args_hash == method.args_hash and len(method.args_hash) == 64
+    assert metric(vector, vector) == pytest.approx(1.0)
+    near = metric(vector, method.fingerprint(loaded(lms.perturbed(model, 1e-3, 0), tokenizer)))
+    far = metric(vector, method.fingerprint(loaded(gpt2(6), tokenizer)))
+    assert near > far, (near, far)
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.get_input_embeddings().weight.fill_(float("nan"))
+    with pytest.raises(DataError, match="not finite"):
+        method.fingerprint(loaded(broken, tokenizer))
 
 
 def reference_input_output(model, tokenizer, n0: int, word_boundary: bool) -> np.ndarray:

@@ -228,6 +228,8 @@ class InputOutput(Fingerprinter, key="input_output"):
                               for ids in sequences], dim=1)  # (d, N)
         probs = _last_position_probs(model, sequences, self.args.batch_size)[:, target_ids]  # (N, M)
         outputs = embeddings[target_ids].T @ probs.T  # (d, N)
+        if not (torch.isfinite(inputs).all() and torch.isfinite(outputs).all()):
+            raise DataError(f"{self.key} fingerprint of {loaded.source} is not finite (NaN or inf in the model's embeddings or outputs)")
         linear_map = outputs.numpy() @ np.linalg.pinv(inputs.numpy())
         magnitudes = np.sort(np.abs(np.linalg.eigvals(linear_map)))[::-1][: self.args.n0]
         vector = np.zeros(self.args.n0)
