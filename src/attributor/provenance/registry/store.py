@@ -1,63 +1,14 @@
-"""The fingerprint registry: models and their fingerprints in SQL, through SQLAlchemy Core.
-
-Where it lives:
-
-* **SQLite** (the default): one file, ``$ATTRIBUTOR_REGISTRY`` or
-  ``~/.attributor/registry.sqlite`` (the folder is created with mode 0700). A single user's
-  registry: the file's permissions govern who may read and write it. Writes take the
-  write lock up front (``BEGIN IMMEDIATE``), wait up to 30 s for another writer
-  (``busy_timeout``) and run in WAL mode, so several processes can write at once and lose
-  nothing. Any write creates or upgrades the schema first (no ``init`` needed).
-* **PostgreSQL** (``postgresql://user@host/db``, driver psycopg 3): a registry a team
-  shares. ``attributor registry init``, run once by the database owner, creates the schema,
-  a read-only role and an admin role with the right GRANTs; ``attributor registry grant USER
-  --role reader|admin`` makes a login user a member of one. Writing is then enforced by the
-  server: a reader's write is refused, rolled back, and reported as one line
-  (:class:`~attributor.errors.RegistryPermissionError`). Writes never change the schema
-  here; ``init`` does.
-
-Tables (schema version :data:`SCHEMA_VERSION`)::
-
-    models(model_id PK, display_name, family, model_type, source, content_hash, created)
-    fingerprints(id PK, model_id FK -> models, method, args_hash, args (canonical JSON),
-                 dim, vector (float64 little-endian bytes), created,
-                 UNIQUE(model_id, method, args_hash))
-    schema_version(version PK, description, applied)    one row per applied migration
-
-Migrations are the ordered :data:`MIGRATIONS`, each applied in its own transaction under a
-lock (``BEGIN IMMEDIATE`` / ``pg_advisory_xact_lock``), so concurrent ``init`` calls are
-safe. A registry whose schema is newer than this code is refused ("upgrade attributor").
-
-A fingerprint is keyed by (model, method, sha256 of the canonical JSON of its arguments)
-and never overwritten: :meth:`Registry.put_fingerprint` of an existing key keeps the stored
-row and returns False (``INSERT ... ON CONFLICT DO NOTHING`` on both databases). When a
-model's content hash changes, :meth:`Registry.upsert_model` deletes its old fingerprints,
-so a fingerprint found by :meth:`Registry.get_fingerprint` always describes the content
-stored with the model.
-
-Example:
-    >>> import numpy as np, tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "registry.sqlite")
-    >>> with Registry(path) as registry:
-    ...     registry.upsert_model(ModelRecord("tiny-base", content_hash="ab12"))
-    ...     registry.put_fingerprint("tiny-base", "input_output", {"n": 8}, np.arange(3.0))
-    ...     registry.get_fingerprint("tiny-base", "input_output", {"n": 8}).vector
-    'added'
-    True
-    array([0., 1., 2.])
-"""
+"""The :class:`Registry`: models and fingerprints read and written in transactions, on SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -65,158 +16,22 @@ from sqlalchemy.dialects.postgresql import insert as _pg_insert
 from sqlalchemy.dialects.sqlite import insert as _sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine
 
-from attributor.errors import DataError, RegistryError, RegistryPermissionError, UnknownNameError
-from attributor.provenance.fingerprints import args_hash, canonical_args
-from attributor.provenance import MODEL_TYPES
+from attributor.errors import RegistryError, RegistryPermissionError, UnknownNameError
+from attributor.provenance.fingerprints import args_hash
+from attributor.provenance.registry.connection import (
+    _RETRIES, SQLITE_BUSY_TIMEOUT_S, _retryable, _sqlite_on_begin, _sqlite_on_connect,
+)
+from attributor.provenance.registry.location import _first_line, default_registry_dir, default_registry_url, resolve_url
+from attributor.provenance.registry.schema import (
+    MIGRATIONS, SCHEMA_VERSION, FingerprintRecord, ModelRecord, _fingerprint_values, _model_record, _model_values,
+    _read_version, _utc, fingerprints_table, models_table, version_table,
+)
 
-__all__ = [
-    "Registry", "ModelRecord", "FingerprintRecord", "MIGRATIONS", "SCHEMA_VERSION", "MODEL_TYPES",
-    "DEFAULT_READER_ROLE", "DEFAULT_ADMIN_ROLE", "default_registry_url", "resolve_url", "args_hash",
-]
-
-ENV_VAR = "ATTRIBUTOR_REGISTRY"
 DEFAULT_READER_ROLE = "attributor_reader"
 DEFAULT_ADMIN_ROLE = "attributor_admin"
-SQLITE_BUSY_TIMEOUT_S = 30.0
-_RETRIES = 4  # attempts for "database is locked" / serialization failures / deadlocks
 _ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _LOCK_KEY = 0x61747472  # pg_advisory_xact_lock key of migrations and role set-up ("attr")
 T = TypeVar("T")
-
-
-# -- where the registry is ------------------------------------------------------------------
-def default_registry_dir() -> Path:
-    return Path.home() / ".attributor"
-
-
-def default_registry_url() -> str:
-    """``$ATTRIBUTOR_REGISTRY`` if set, else the SQLite file ``~/.attributor/registry.sqlite``.
-
-    The folder ``~/.attributor`` is created with mode 0700 (only its owner may enter it).
-    """
-    if os.environ.get(ENV_VAR):
-        return os.environ[ENV_VAR]
-    folder = default_registry_dir()
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'registry.sqlite'}"
-
-
-def resolve_url(url_or_path: str | os.PathLike[str] | URL) -> URL:
-    """A SQLAlchemy URL: a filesystem path means a SQLite file there; ``postgresql://`` uses psycopg 3."""
-    if isinstance(url_or_path, URL):
-        url = url_or_path
-    else:
-        text = os.fspath(url_or_path).strip()
-        if not text:
-            raise RegistryError("the registry URL is empty; give a SQLite path or a postgresql://user@host/db URL")
-        if "://" not in text:
-            return sa.make_url(f"sqlite:///{Path(text).expanduser().absolute()}")
-        try:
-            url = sa.make_url(text)
-        except (sa.exc.ArgumentError, ValueError) as err:
-            raise RegistryError(f"cannot parse the registry URL {_hide_password(text)}: {_first_line(err)}") from None
-    backend, _, driver = url.drivername.partition("+")
-    if backend in ("postgresql", "postgres") and driver in ("", "psycopg"):
-        url = url.set(drivername="postgresql+psycopg")
-    elif backend not in ("sqlite", "postgresql"):
-        raise RegistryError(f"unsupported registry URL {url.render_as_string(hide_password=True)}: "
-                            "use a SQLite path or a postgresql://user@host/db URL")
-    return url
-
-
-def _hide_password(text: str) -> str:
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", text)
-
-
-# -- records -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelRecord:
-    """A model in the registry. ``content_hash`` (:func:`attributor.provenance.models.content_hash`)
-    is required; ``display_name`` defaults to ``model_id``; ``family`` and ``model_type`` (one of
-    :data:`MODEL_TYPES`) may be unknown (None). ``created`` is set by the registry."""
-
-    model_id: str
-    display_name: str | None = None
-    family: str | None = None
-    model_type: str | None = None
-    source: str | None = None
-    content_hash: str | None = None
-    created: datetime | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class FingerprintRecord:
-    """One stored fingerprint: ``vector`` is a 1-D float64 array, exactly as written."""
-
-    model_id: str
-    method: str
-    args: dict[str, Any]
-    args_hash: str
-    vector: np.ndarray = field(repr=False)
-    created: datetime
-
-
-# -- schema ----------------------------------------------------------------------------------------
-def _v1_tables(meta: sa.MetaData) -> tuple[sa.Table, sa.Table]:
-    """The tables as migration 1 creates them. Never edit: a later change is a new migration."""
-    models = sa.Table(
-        "models", meta,
-        sa.Column("model_id", sa.String(255), primary_key=True),
-        sa.Column("display_name", sa.Text, nullable=False),
-        sa.Column("family", sa.Text),
-        sa.Column("model_type", sa.Text),
-        sa.Column("source", sa.Text),
-        sa.Column("content_hash", sa.String(128), nullable=False),
-        sa.Column("created", sa.DateTime(timezone=True), nullable=False),
-    )
-    fingerprints = sa.Table(
-        "fingerprints", meta,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("model_id", sa.String(255), sa.ForeignKey("models.model_id", ondelete="CASCADE"), nullable=False),
-        sa.Column("method", sa.String(255), nullable=False),
-        sa.Column("args_hash", sa.String(64), nullable=False),
-        sa.Column("args", sa.Text, nullable=False),
-        sa.Column("dim", sa.Integer, nullable=False),
-        sa.Column("vector", sa.LargeBinary, nullable=False),
-        sa.Column("created", sa.DateTime(timezone=True), nullable=False),
-        sa.UniqueConstraint("model_id", "method", "args_hash", name="uq_fingerprints_model_method_args"),
-    )
-    return models, fingerprints
-
-
-# The tables the queries use, as of SCHEMA_VERSION (migration 2 only added an index, which
-# queries need not know). When a migration changes a table, define its current shape here.
-models_table, fingerprints_table = _v1_tables(sa.MetaData())
-version_table = sa.Table(
-    "schema_version", sa.MetaData(),
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("applied", sa.DateTime(timezone=True), nullable=False),
-)
-
-
-def _migration_1(conn: Connection) -> None:
-    meta = sa.MetaData()
-    _v1_tables(meta)
-    meta.create_all(conn)
-
-
-def _migration_2(conn: Connection) -> None:
-    conn.exec_driver_sql("CREATE INDEX ix_fingerprints_method ON fingerprints (method)")
-
-
-class Migration(NamedTuple):
-    version: int
-    description: str
-    apply: Callable[[Connection], None]
-
-
-#: Applied in order, one transaction each; never edit a released one, append a new one.
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "models and fingerprints", _migration_1),
-    Migration(2, "index fingerprints by method", _migration_2),
-)
-SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
 # -- the registry ------------------------------------------------------------------------------------
@@ -597,48 +412,8 @@ class Registry:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None  # transactions are begun explicitly (see _sqlite_on_begin)
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        try:
-            cursor.execute("PRAGMA journal_mode = WAL")  # persistent; lets readers and one writer overlap
-        except Exception:  # a read-only file keeps its journal mode; its writes are refused later, in one line
-            pass
-    finally:
-        cursor.close()
-
-
-def _sqlite_on_begin(conn: Connection) -> None:
-    mode = conn.get_execution_options().get("attributor_sqlite_begin", "DEFERRED")
-    conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-def _read_version(conn: Connection) -> int:
-    if not sa.inspect(conn).has_table(version_table.name):
-        return 0
-    return int(conn.execute(sa.select(sa.func.max(version_table.c.version))).scalar() or 0)
-
-
-def _retryable(err: sa.exc.DBAPIError) -> bool:
-    orig = err.orig
-    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or ""
-    return state in ("40001", "40P01") or "database is locked" in str(orig).lower()
-
-
-def _first_line(err: object) -> str:
-    text = str(err).strip()
-    return _hide_password(text.splitlines()[0].strip()) if text else type(err).__name__
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def _role_name(name: str) -> str:
@@ -651,53 +426,3 @@ def _login_name(user: str) -> str:
     if not isinstance(user, str) or not user.strip() or "\0" in user or len(user) > 63:
         raise RegistryError(f"{user!r} is not a PostgreSQL role name")
     return user
-
-
-def _text(value: Any, what: str, *, required: bool) -> str | None:
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise DataError(f"{what} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _model_values(record: ModelRecord) -> dict[str, Any]:
-    if not isinstance(record, ModelRecord):
-        raise DataError(f"upsert_model takes a ModelRecord, got {type(record).__name__}")
-    model_id = _text(record.model_id, "model_id", required=True)
-    if len(model_id) > 255:
-        raise DataError(f"model_id is longer than 255 characters: {model_id[:40]}...")
-    if record.model_type is not None and record.model_type not in MODEL_TYPES:
-        raise UnknownNameError("model type", str(record.model_type), MODEL_TYPES)
-    return {
-        "model_id": model_id,
-        "display_name": _text(record.display_name, "display_name", required=False) or model_id,
-        "family": _text(record.family, "family", required=False),
-        "model_type": record.model_type,
-        "source": None if record.source is None else str(record.source),
-        "content_hash": _text(record.content_hash, f"content_hash of {model_id}", required=True),
-    }
-
-
-def _model_record(row: Any) -> ModelRecord:
-    data = dict(row._mapping)
-    data["created"] = _utc(data["created"])
-    return ModelRecord(**data)
-
-
-def _fingerprint_values(model_id: str, method: str, args: Mapping[str, Any], vector: Any) -> dict[str, Any]:
-    _text(model_id, "model_id", required=True)
-    _text(method, "method", required=True)
-    try:
-        array = np.asarray(vector, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise DataError(f"a fingerprint vector must hold numbers: {err}") from None
-    if array.ndim != 1 or array.size == 0:
-        raise DataError(f"a fingerprint vector must be 1-D and non-empty, got shape {array.shape}")
-    bad = int(np.count_nonzero(~np.isfinite(array)))
-    if bad:
-        raise DataError(f"a fingerprint vector must be finite; {bad} of {array.size} values are NaN or inf "
-                        f"({model_id}, {method})")
-    text = canonical_args(args)
-    return {"model_id": model_id, "method": method, "args": text, "args_hash": hashlib.sha256(text.encode()).hexdigest(),
-            "dim": int(array.size), "vector": array.astype("<f8").tobytes()}
