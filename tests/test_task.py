@@ -76,3 +76,28 @@ def test_get_task_unknown_name_lists_the_known_ones():
     assert "classification" in str(info.value)
     assert "'nope'" in str(info.value)
     assert "classification" in info.value.known
+
+
+def test_measure_takes_margin_and_q_from_one_forward():
+    model, batch = _problem(6, seed=4)
+    calls = []
+    counted = lambda inputs: calls.append(1) or model(inputs)  # noqa: E731
+    measurement, out_to_loss = ClassificationTask().measure(counted, batch)
+    assert len(calls) == 1 and measurement.requires_grad and not out_to_loss.requires_grad
+    task = ClassificationTask()
+    torch.testing.assert_close(measurement, task.measurement(model, batch), rtol=0, atol=0)
+    torch.testing.assert_close(out_to_loss, task.out_to_loss(model, batch).detach(), rtol=0, atol=0)
+
+
+def test_the_default_measure_runs_measurement_then_q_without_gradients():
+    class Plain(Task, key="test-task-plain-measure"):
+        def train_loss(self, model, batch):
+            return model(batch[0]).sum(-1)
+
+        def measurement(self, model, batch):
+            return model(batch[0])[:, 0]
+
+    model, batch = _problem(3, seed=5)
+    measurement, out_to_loss = Plain().measure(model, batch)
+    torch.testing.assert_close(measurement, model(batch[0])[:, 0])
+    assert out_to_loss.tolist() == [1.0, 1.0, 1.0] and not out_to_loss.requires_grad

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -30,14 +30,16 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
+    """Write ``data`` (one buffer or several, in order) to ``path`` through a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for part in parts:
+                handle.write(part)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
@@ -69,10 +71,22 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 def atomic_save_npy(path: str | os.PathLike[str], array: np.ndarray) -> str:
-    """Save ``array`` as .npy atomically; return the sha256 of the file's bytes."""
-    data = npy_bytes(array)
-    atomic_write_bytes(path, data)
-    return sha256_bytes(data)
+    """Save ``array`` as .npy atomically; return the sha256 of the file's bytes.
+
+    The header and the array's own memory are written and hashed as they are: no copy of
+    the data (a chunk of features is tens of MB).
+    """
+    array = np.ascontiguousarray(array)
+    if array.dtype.hasobject:
+        raise TypeError("atomic_save_npy stores numeric arrays only")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    parts = [header.getvalue(), memoryview(array.reshape(-1)).cast("B")]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    atomic_write_bytes(path, parts)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -5,6 +5,8 @@ A Task says, for a model and a batch, how to compute
 * ``train_loss``   the per-example training loss,                      shape (B,)
 * ``measurement``  the measured output f whose change is attributed,     shape (B,)
 * ``out_to_loss``  TRAK's out-to-loss term Q (optional, default 1),      shape (B,)
+* ``measure``      both of the above; override it to take them from one forward pass
+  (featurizers call it once per batch; the default runs the two methods)
 * ``tracked_parameters``  which parameters gradients are taken of (default: all
   parameters that require grad).
 
@@ -47,6 +49,18 @@ class Task(Registered, kind="task"):
         """TRAK's Q term, shape (B,). The default of ones leaves scores unweighted."""
         return torch.ones(_batch_size(batch))
 
+    def measure(self, model: Model, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(measurement, out_to_loss)``, shapes (B,) and (B,); Q carries no gradient.
+
+        The default calls :meth:`measurement`, then :meth:`out_to_loss` without gradients (a
+        second forward pass). A task whose Q comes from the same outputs as f overrides this
+        to run the model once; the result must equal the two methods'.
+        """
+        measurement = self.measurement(model, batch)
+        with torch.no_grad():
+            out_to_loss = self.out_to_loss(model, batch)
+        return measurement, out_to_loss.detach()
+
     def tracked_parameters(self, model: torch.nn.Module) -> list[str] | None:
         """Names of the parameters to take gradients of; ``None`` means all trainable."""
         return None
@@ -73,16 +87,31 @@ class ClassificationTask(Task, key="classification"):
 
     def measurement(self, model: Model, batch: Any) -> torch.Tensor:
         inputs, labels = batch
-        logits = model(inputs)
-        correct = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-        is_label = torch.arange(logits.shape[-1], device=logits.device) == labels.unsqueeze(-1)
-        others = torch.logsumexp(logits.masked_fill(is_label, float("-inf")), dim=-1)
-        return correct - others
+        return _margin(model(inputs), labels)
 
     def out_to_loss(self, model: Model, batch: Any) -> torch.Tensor:
         inputs, labels = batch
-        probs = torch.softmax(model(inputs), dim=-1)
-        return 1.0 - probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        return _one_minus_p(model(inputs), labels)
+
+    def measure(self, model: Model, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Margin and Q from one forward pass."""
+        inputs, labels = batch
+        logits = model(inputs)
+        return _margin(logits, labels), _one_minus_p(logits.detach(), labels)
+
+
+def _margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log(p_y / (1 - p_y)) = logit_y - logsumexp(other logits), shape (B,)."""
+    correct = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    is_label = torch.arange(logits.shape[-1], device=logits.device) == labels.unsqueeze(-1)
+    others = torch.logsumexp(logits.masked_fill(is_label, float("-inf")), dim=-1)
+    return correct - others
+
+
+def _one_minus_p(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Q = 1 - p_y, shape (B,)."""
+    probs = torch.softmax(logits, dim=-1)
+    return 1.0 - probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
 
 
 def get_task(name: str, **kwargs: Any) -> Task:

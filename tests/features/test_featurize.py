@@ -12,7 +12,7 @@ from attributor.errors import DataError, StoreMismatchError
 from attributor.features import FeatureStore, featurize, make_projector
 from attributor.features.gradients import per_example_gradients, tracked_parameter_names
 from attributor.models import load_checkpoint
-from attributor.task import ClassificationTask
+from attributor.task import ClassificationTask, Task
 
 N = 40
 
@@ -133,3 +133,54 @@ def test_featurize_with_other_settings_is_refused(problem, tmp_path):
         _run(problem, tmp_path / "s", chunk_size=8)
     store = _run(problem, tmp_path / "s", chunk_size=8, overwrite=True)
     assert store.chunk_size == 8 and store.is_complete("train")
+
+
+class TwoPassTask(ClassificationTask, key="test-featurize-two-pass"):
+    """The Task default ``measure``: f with gradients, then Q in a second, gradient-free forward."""
+
+    measure = Task.measure
+
+
+@pytest.mark.parametrize("projector", ["factored", "identity"])
+def test_out_to_loss_from_one_forward_equals_a_separate_pass(problem, tmp_path, projector):
+    """ClassificationTask takes f and Q from one forward; the default measure's second (no-grad)
+    forward must not reach the factored featurizer's hooks: features and Q are the same."""
+    model, inputs, labels, checkpoints = problem
+
+    def run(task, folder):
+        return featurize(model, task, dataset(inputs, labels), checkpoints, tmp_path / folder,
+                         make_projector(projector, dim=30, seed=1) if projector == "factored" else make_projector("identity"),
+                         dtype="float64", chunk_size=16, batch_size=5, progress=False)
+    one, two = run(ClassificationTask(), "one"), run(TwoPassTask(), "two")
+    reference = mlp(d=6, n_classes=3, hidden=(8,), seed=99)
+    for c, path in enumerate(checkpoints):
+        load_checkpoint(reference, path)
+        with torch.no_grad():
+            p_y = torch.softmax(reference(inputs), dim=-1)[torch.arange(N), labels].numpy()
+        np.testing.assert_allclose(one.out_to_loss("train", c), 1 - p_y, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(two.out_to_loss("train", c), one.out_to_loss("train", c), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(two.features("train", c), one.features("train", c), rtol=1e-12, atol=1e-14)
+
+
+def test_a_failed_chunk_write_stops_the_run_and_a_rerun_completes_it(problem, tmp_path, monkeypatch):
+    """Chunks are written by a writer thread; its error reaches the caller, the chunks before
+    it stay committed, nothing is half-written, and a rerun computes only what is missing."""
+    full = _run(problem, tmp_path / "full")
+    original, calls = FeatureStore.write_chunk, []
+
+    def failing(self, split, checkpoint, index, features, out_to_loss):
+        calls.append((checkpoint, index))
+        if len(calls) == 2:
+            raise OSError("disk full (simulated)")
+        return original(self, split, checkpoint, index, features, out_to_loss)
+    monkeypatch.setattr(FeatureStore, "write_chunk", failing)
+    with pytest.raises(OSError, match="disk full"):
+        _run(problem, tmp_path / "s")
+    monkeypatch.setattr(FeatureStore, "write_chunk", original)
+    store = FeatureStore.open(tmp_path / "s")
+    assert store.done_mask("train", 0).tolist() == [True] * 16 + [False] * (N - 16)
+    assert not list((tmp_path / "s").rglob("*.tmp"))
+    store = _run(problem, tmp_path / "s")
+    store.verify()
+    for c in range(2):
+        assert np.array_equal(store.features("train", c), full.features("train", c))

@@ -122,20 +122,24 @@ class FactoredFeaturizer:
 
     def _hook(self, name: str):
         def record(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            if self._recording:
+            if self._recording and torch.is_grad_enabled():  # a no-grad forward (TRAK's Q) has nothing to differentiate
                 self._calls.append(_Call(name, args, kwargs, output))
         return record
 
     # -- features ---------------------------------------------------------------------
     def features(self, batch: Any, checkpoint: int) -> torch.Tensor:
         """Projected per-example gradients of ``batch``, shape (B, dim)."""
+        return self.features_and_out_to_loss(batch, checkpoint)[0]
+
+    def features_and_out_to_loss(self, batch: Any, checkpoint: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (B, dim) and TRAK's Q (B,), both from ``task.measure`` (one forward where the task can)."""
         if not self._handles:
             raise RuntimeError("use FactoredFeaturizer inside `with featurizer:` (it registers hooks)")
         self._calls = []
         self._recording = True
         try:
             with torch.enable_grad():
-                measurement = self.task.measurement(self.model, batch)
+                measurement, out_to_loss = self.task.measure(self.model, batch)
         finally:
             self._recording = False
         calls, self._calls = self._calls, []
@@ -163,7 +167,7 @@ class FactoredFeaturizer:
                 rest[full] = rest[full] + value if full in rest else value
         if exact:
             self._exact_path(batch, sorted(exact, key=self.names.index), factors, blocks, rest)
-        return self._assemble(blocks, rest, n, measurement.dtype, checkpoint)
+        return self._assemble(blocks, rest, n, measurement.dtype, checkpoint), out_to_loss.detach()
 
     def _exact_names(self, calls: list[_Call], usable: list[bool], n: int) -> set[str]:
         """Parameters whose hooks cannot give per-example gradients: the torch.func path."""

@@ -2,8 +2,9 @@
 
 For every checkpoint c and every chunk of the split not yet committed, the rows are
 processed in batches: projected per-example gradients of ``task.measurement`` and TRAK's
-``task.out_to_loss``. The chunk is then committed to the store. Work already committed is
-skipped, so a killed run resumes.
+``task.out_to_loss`` (both from ``task.measure``: one forward pass where the task can). The
+chunk is then committed to the store by a writer thread while the next one is computed.
+Work already committed is skipped, so a killed run resumes.
 
 How the projected gradients are computed is the projector's declared need, not its name:
 a projector with ``factored = True`` gets the :class:`~attributor.features.factored.FactoredFeaturizer`
@@ -11,8 +12,8 @@ a projector with ``factored = True`` gets the :class:`~attributor.features.facto
 layer); every other one gets :class:`ExactFeaturizer` (torch.func per-example gradients,
 then ``projector.project``).
 
-Memory is bounded by one chunk: the dataset is read item by item (map-style, any size),
-features of at most ``chunk_size`` rows are held before they are written.
+Memory is bounded by two chunks: the dataset is read item by item (map-style, any size),
+and features of at most ``chunk_size`` rows are computed while the previous chunk is written.
 
 Sharding: ``shard=(i, n)`` featurizes only shard i of n, the contiguous range of chunk
 indices ``[i * C // n, (i + 1) * C // n)`` of each split of C chunks, into its own store
@@ -23,6 +24,7 @@ a store equal to an unsharded run, chunk files linked with their checksums.
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -59,6 +61,12 @@ class ExactFeaturizer:
     def features(self, batch: Any, checkpoint: int) -> torch.Tensor:
         grads = per_example_gradients(self.model, self.task, batch, self.names)
         return self.projector.project(grads, checkpoint).detach()
+
+    def features_and_out_to_loss(self, batch: Any, checkpoint: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (B, k) and TRAK's Q (B,) (one batched forward without gradients)."""
+        with torch.no_grad():
+            out_to_loss = self.task.out_to_loss(self.model, batch)
+        return self.features(batch, checkpoint), out_to_loss.detach()
 
 
 def make_featurizer(model: torch.nn.Module, task: Task, projector: Projector, names: list[str] | None = None):
@@ -160,31 +168,49 @@ def featurize(
 
 
 def _featurize_chunks(model, task, dataset, store, featurizer, checkpoints, split, todo, batch_size, bar) -> None:
-    """Compute and commit each ``(checkpoint, (index, start, stop))`` chunk of ``todo``."""
+    """Compute and commit each ``(checkpoint, (index, start, stop))`` chunk of ``todo``.
+
+    A writer thread saves, hashes and commits chunk i while chunk i + 1 is computed (file
+    writes and sha256 release the GIL, so the disk work overlaps the model's). At most one
+    write is in flight, so at most two chunks are in memory; chunks commit in order; an
+    error in either thread stops the run after the write in flight has committed.
+    """
     loaded = None
-    for c, (index, start, stop) in todo:
-        if loaded != c:
-            load_checkpoint(model, checkpoints[c])
-            loaded = c
-        features, out_to_loss = _featurize_rows(model, task, dataset, featurizer, c, start, stop, batch_size)
-        bad = ~np.isfinite(features).all(axis=1) | ~np.isfinite(out_to_loss)
-        if bad.any():
-            rows = (np.flatnonzero(bad) + start)[:5].tolist()
-            raise DataError(
-                f"non-finite gradients for examples {rows} of split {split!r} at checkpoint {c}; "
-                "check the inputs for NaN/inf and the checkpoint for diverged weights"
-            )
-        store.write_chunk(split, c, index, features, out_to_loss)
-        bar.update(stop - start)
+    in_flight: tuple[Future, int] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="attributor-store-writer") as writer:
+        for c, (index, start, stop) in todo:
+            if loaded != c:
+                load_checkpoint(model, checkpoints[c])
+                loaded = c
+            features, out_to_loss = _featurize_rows(dataset, featurizer, c, start, stop, batch_size)
+            bad = ~np.isfinite(features).all(axis=1) | ~np.isfinite(out_to_loss)
+            if bad.any():
+                rows = (np.flatnonzero(bad) + start)[:5].tolist()
+                raise DataError(
+                    f"non-finite gradients for examples {rows} of split {split!r} at checkpoint {c}; "
+                    "check the inputs for NaN/inf and the checkpoint for diverged weights"
+                )
+            if in_flight is not None:
+                _finish(in_flight, bar)
+            in_flight = (writer.submit(store.write_chunk, split, c, index, features, out_to_loss), stop - start)
+        if in_flight is not None:
+            _finish(in_flight, bar)
 
 
-def _featurize_rows(model, task, dataset, featurizer, checkpoint, start, stop, batch_size):
+def _finish(in_flight: tuple[Future, int], bar) -> None:
+    """Wait for a chunk's write (re-raising its error) and count its rows as done."""
+    future, rows = in_flight
+    future.result()
+    bar.update(rows)
+
+
+def _featurize_rows(dataset, featurizer, checkpoint, start, stop, batch_size):
     features, out_to_loss = [], []
     for lo in range(start, stop, batch_size):
         batch = default_collate([dataset[i] for i in range(lo, min(lo + batch_size, stop))])
-        features.append(featurizer.features(batch, checkpoint))
-        with torch.no_grad():
-            out_to_loss.append(task.out_to_loss(model, batch).detach())
+        rows, q = featurizer.features_and_out_to_loss(batch, checkpoint)
+        features.append(rows)
+        out_to_loss.append(q)
     return torch.cat(features).numpy(), torch.cat(out_to_loss).numpy()
 
 
