@@ -64,12 +64,6 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
-
-
 def atomic_save_npy(path: str | os.PathLike[str], array: np.ndarray) -> str:
     """Save ``array`` as .npy atomically; return the sha256 of the file's bytes.
 

@@ -161,13 +161,13 @@ def featurize(
     model.eval()
     try:
         with store.writing(), featurizer, progress_bar(total=sum(b[2] - b[1] for _, b in todo), desc=f"featurize {split}", enabled=progress) as bar:
-            _featurize_chunks(model, task, dataset, store, featurizer, checkpoints, split, todo, batch_size, bar)
+            _featurize_chunks(model, dataset, store, featurizer, checkpoints, split, todo, batch_size, bar)
     finally:
         model.train(was_training)
     return store
 
 
-def _featurize_chunks(model, task, dataset, store, featurizer, checkpoints, split, todo, batch_size, bar) -> None:
+def _featurize_chunks(model, dataset, store, featurizer, checkpoints, split, todo, batch_size, bar) -> None:
     """Compute and commit each ``(checkpoint, (index, start, stop))`` chunk of ``todo``.
 
     A writer thread saves, hashes and commits chunk i while chunk i + 1 is computed (file
