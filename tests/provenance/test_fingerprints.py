@@ -210,3 +210,30 @@ def test_a_saved_model_loads_back_and_fingerprints_alike(tmp_path, tokenizer):
     (tmp_path / "broken" / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="cannot load"):
         load_causal_lm(tmp_path / "broken")
+
+
+def test_a_sentencepiece_style_tokenizer_and_a_llama_model_fingerprint_with_every_method():
+    """Llama-family tokenizers mark a word start with "▁" (Metaspace) and encode "the" and
+    " the" alike: the spaced probes are the probes as given, the first token of a target word
+    is its word-start token, and every method runs."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from attributor.provenance.zoo import pretraining_text
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    bpe.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    bpe.train_from_iterator(pretraining_text()[:200], trainer=trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
+    sp = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    assert sp.encode("the", add_special_tokens=False) == sp.encode(" the", add_special_tokens=False)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1)).eval()
+    probes, _ = read_word_list(None, "probe_tokens.txt")
+    assert all(sp.encode(" " + p, add_special_tokens=False) == sp.encode(p, add_special_tokens=False) for p in probes)
+    assert all(sp.convert_ids_to_tokens(sp.encode(w, add_special_tokens=False))[0].startswith("▁") for w in probes)
+    for name in fingerprinter_names():
+        vector = get_fingerprinter(name).fingerprint(loaded(model, sp))
+        assert vector.size > 0 and np.isfinite(vector).all()
