@@ -44,11 +44,10 @@ def summary(out: Path) -> str:
              "|---|---|---|---|---|---|"]
     for model, clock in sorted({(m, c) for m, c, _ in rows}):
         cells = []
-        for index in (0, 1):
+        for index, form in ((0, "{:.2f}"), (1, "{:.0f}")):  # ratio, examples/s
             for version in ("before", "after"):
                 values = [v[index] for v in rows.get((model, clock, version), [])]
-                cells.append(f"{statistics.median(values):.2f}" if index == 0 and values else
-                             f"{statistics.median(values):.0f}" if values else "")
+                cells.append(form.format(statistics.median(values)) if values else "")
         lines.append(f"| {model} | {clock} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

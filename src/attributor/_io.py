@@ -15,11 +15,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_npy",
-           "atomic_directory", "sha256_bytes", "sha256_file"]
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+           "atomic_directory", "sha256_file"]
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:

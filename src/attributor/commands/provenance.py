@@ -63,7 +63,7 @@ def zoo(out: Path = typer.Option(Path("runs/zoo"), "--out", "-o", help="Zoo fold
     """Build tiny causal LMs: independent families, each with Chat, Fine-tuned, Quantized, Pruned and Distilled models."""
     from attributor.provenance.zoo import build_zoo
 
-    changes = {key: value for key, value in _key_values(set_, "--set", "finetune_steps=120")}
+    changes = dict(_key_values(set_, "--set", "finetune_steps=120"))
     entries = build_zoo(out, preset=preset, seed=seed, overwrite=overwrite, progress=not quiet, changes=changes or None,
                         log=(lambda message: None) if quiet else typer.echo)
     families = sorted({e["family"] for e in entries})
