@@ -15,7 +15,6 @@ from attributor.errors import RegistryError
 ENV_VAR = "ATTRIBUTOR_REGISTRY"
 
 
-# -- where the registry is ------------------------------------------------------------------
 def default_registry_dir() -> Path:
     return Path.home() / ".attributor"
 

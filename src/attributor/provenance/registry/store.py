@@ -34,7 +34,6 @@ _LOCK_KEY = 0x61747472  # pg_advisory_xact_lock key of migrations and role set-u
 T = TypeVar("T")
 
 
-# -- the registry ------------------------------------------------------------------------------------
 class Registry:
     """Models and fingerprints in a SQLite file or a PostgreSQL database.
 
