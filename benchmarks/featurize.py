@@ -124,7 +124,7 @@ class TinyGPT(nn.Module):
 
 
 def _lm_task():
-    from attributor.task import Task
+    from attributor.tasks import Task
 
     class CausalLMTask(Task, key="bench-causal-lm"):
         """f = sum of log p(next token) over real (mask 1) positions; batch = dict(input_ids, attention_mask)."""
@@ -154,7 +154,7 @@ class CNN(nn.Module):
 def build(name: str):
     """``(model, task, batches, batch_size)`` for a benchmark model, all from fixed seeds."""
     from attributor.models import MLP
-    from attributor.task import ClassificationTask
+    from attributor.tasks import ClassificationTask
 
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)
@@ -331,7 +331,7 @@ def stream(n: int, out: Path, proj_dim: int, chunk_size: int, batch_size: int) -
     from attributor.evaluation.memory import PeakMemory
     from attributor.features import featurize, make_projector
     from attributor.models import MLP, save_checkpoint
-    from attributor.task import ClassificationTask
+    from attributor.tasks import ClassificationTask
 
     torch.set_num_threads(2)
     torch.manual_seed(0)

@@ -28,7 +28,7 @@ from attributor.features import featurize, make_projector
 from attributor.methods import get_method
 from attributor.models import build_model, load_checkpoint
 from attributor.models.training import train
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 
 def forward_backward_seconds(model, task, dataset, checkpoints, batch_size: int) -> float:

@@ -16,11 +16,13 @@ from attributor.errors import AttributorError
 from attributor.features import FeatureStore, featurize, make_projector
 from attributor.methods import TRAK, Method, get_method, method_names
 from attributor.scores import Scores
-from attributor.task import ClassificationTask, Task, get_task
+from attributor.tasks import (CausalLMTask, ClassificationTask, ContrastiveTask, RegressionTask,
+                              SequenceClassificationTask, Task, get_task)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AttributorError", "ClassificationTask", "FeatureStore", "Method", "RunConfig", "Scores", "TRAK", "Task",
+    "AttributorError", "CausalLMTask", "ClassificationTask", "ContrastiveTask", "FeatureStore", "Method",
+    "RegressionTask", "RunConfig", "Scores", "SequenceClassificationTask", "TRAK", "Task",
     "featurize", "get_method", "get_task", "load_config", "make_projector", "method_names", "__version__",
 ]

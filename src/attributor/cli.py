@@ -41,17 +41,40 @@ SetOpt = typer.Option(None, "--set", "-s", help="Override one config key, e.g. -
 OutOpt = typer.Option(Path("runs/attributor"), "--out", "-o", help="Run directory.")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Recompute from the first stage whose settings changed.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+ModelOpt = typer.Option(None, "--model", help="Your model: a local Hugging Face folder, or module:function / file.py:function returning an nn.Module.")
+CheckpointOpt = typer.Option(None, "--checkpoint", help="Your checkpoint file, glob or HF folder (repeatable, ensemble order); used as is, never trained.")
+DataOpt = typer.Option(None, "--data", help="Your data file or datasets folder (CSV, TSV, JSONL, Parquet, NPZ, HF datasets).")
+TaskOpt = typer.Option(None, "--task", help="The task: classification, regression, sequence-classification, causal-lm, contrastive, ...")
 
 
-def _open_run(config: Optional[Path], sets: Optional[List[str]], out: Path, overwrite: bool, quiet: bool, extra: dict[str, Any] | None = None):
+def _open_run(config: Optional[Path], sets: Optional[List[str]], out: Path, overwrite: bool, quiet: bool,
+              extra: dict[str, Any] | None = None, defaults: list[str] | None = None):
     from attributor.config import load_config
     from attributor.pipelines import Run
 
     base = config
     if base is None and (out / "config.json").is_file():
         base = out / "config.json"
-    overrides = list(sets or []) + [f"{key}={json.dumps(value)}" for key, value in (extra or {}).items() if value is not None]
+    overrides = (list(defaults or []) if base is None else []) + list(sets or [])
+    overrides += [f"{key}={json.dumps(value)}" for key, value in (extra or {}).items() if value is not None]
     return Run(out, load_config(base, overrides), overwrite=overwrite, progress=not quiet)
+
+
+def _own(model: Optional[str], checkpoints: Optional[List[str]], data: Optional[str], task: Optional[str]) -> dict[str, Any]:
+    """Config overrides from the --model / --checkpoint / --data / --task flags."""
+    extra: dict[str, Any] = {"data.path": data, "task.name": task,
+                             "model.checkpoints": [os.path.abspath(c) for c in checkpoints] if checkpoints else None}
+    if data is not None:
+        extra["data.path"] = os.path.abspath(data)
+    if model is not None:
+        if (Path(model) / "config.json").is_file():
+            extra["model.hf_path"] = os.path.abspath(model)
+        elif ":" in model:
+            module, _, function = model.rpartition(":")
+            extra["model.entry_point"] = f"{os.path.abspath(module)}:{function}" if module.endswith(".py") else model
+        else:
+            raise ConfigError(f"--model {model!r} is neither a Hugging Face folder (with config.json) nor module:function")
+    return extra
 
 
 @app.command()
@@ -59,10 +82,12 @@ def featurize(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = Se
               proj_dim: Optional[int] = typer.Option(None, "--proj-dim", help="Projected dimension k."),
               projection: Optional[str] = typer.Option(None, "--projection", help="factored, gaussian (dense), rademacher, sparse or identity."),
               shard: Optional[str] = typer.Option(None, "--shard", help="i/n: featurize only shard i of n (a contiguous range of chunks) into OUT/store-shard-i-of-n; join with `attributor store merge`."),
-              overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
-    """Prepare the data, train the checkpoints if needed, and write projected gradient features."""
+              model: Optional[str] = ModelOpt, checkpoint: Optional[List[str]] = CheckpointOpt, data: Optional[str] = DataOpt,
+              task: Optional[str] = TaskOpt, overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
+    """Prepare the data, train the checkpoints if needed (not when you give them), and write projected gradient features."""
     shard_spec = _parse_shard(shard) if shard is not None else None
-    run = _open_run(config, set_, out, overwrite, quiet, {"featurize.proj_dim": proj_dim, "featurize.projection": projection})
+    run = _open_run(config, set_, out, overwrite, quiet, {"featurize.proj_dim": proj_dim, "featurize.projection": projection,
+                                                          **_own(model, checkpoint, data, task)})
     store = run.store(shard=shard_spec)
     if shard_spec is not None:
         done = {split: int(sum(store.done_mask(split, c).sum() for c in range(store.n_checkpoints)) // store.n_checkpoints)
@@ -89,9 +114,10 @@ def _parse_shard(text: str) -> tuple[int, int]:
 @app.command()
 def score(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Path = OutOpt,
           method: Optional[str] = typer.Option(None, "--method", "-m", help="Attribution method (see `attributor methods`)."),
-          overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
+          model: Optional[str] = ModelOpt, checkpoint: Optional[List[str]] = CheckpointOpt, data: Optional[str] = DataOpt,
+          task: Optional[str] = TaskOpt, overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
     """Score every test query against every training example; write scores, rankings and metadata."""
-    run = _open_run(config, set_, out, overwrite, quiet, {"score.method": method})
+    run = _open_run(config, set_, out, overwrite, quiet, {"score.method": method, **_own(model, checkpoint, data, task)})
     scores, _ = run.scores()
     typer.echo(f"scores: {out / 'scores'} ({scores.n_queries} queries); rankings: {out / 'topk.csv'}, "
                f"{out / 'self_influence.csv'}")
@@ -126,18 +152,33 @@ def report(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOp
     typer.echo(f"report: {(out / 'report.html').resolve()}")
 
 
+@app.command("run")
+def run_(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Path = OutOpt,
+         model: Optional[str] = ModelOpt, checkpoint: Optional[List[str]] = CheckpointOpt, data: Optional[str] = DataOpt,
+         task: Optional[str] = TaskOpt, overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
+    """The whole experiment on your model and data: data, train (unless --checkpoint), featurize, score, report."""
+    run = _open_run(config, set_, out, overwrite, quiet, _own(model, checkpoint, data, task))
+    _summary(run.report(), out)
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
          config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
          overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
     """The main job: digits with 10% flipped labels, an MLP, TRAK, mislabel detection, a report."""
-    run = _open_run(config, set_, out, overwrite, quiet)
-    metrics = run.report()
-    typer.echo(f"test accuracy {metrics['test_accuracy']:.3f}")
+    run = _open_run(config, set_, out, overwrite, quiet, defaults=["data.label_noise=0.1"])
+    _summary(run.report(), out)
+
+
+def _summary(metrics: dict[str, Any], out: Path) -> None:
+    for key, name in (("test_accuracy", "test accuracy"), ("test_mse", "test mse"), ("test_loss", "test loss")):
+        if key in metrics:
+            typer.echo(f"{name} {metrics[key]:.3f}")
     if "mislabel_auc" in metrics:
         typer.echo(f"mislabel detection AUC {metrics['mislabel_auc']:.3f} (random ranking {metrics['mislabel_auc_random']:.3f})")
-    typer.echo(f"top-{metrics['topk']} label agreement {metrics['topk_label_agreement']:.3f} "
-               f"(random {metrics['topk_label_agreement_random']:.3f})")
+    if "topk_label_agreement" in metrics:
+        typer.echo(f"top-{metrics['topk']} label agreement {metrics['topk_label_agreement']:.3f} "
+                   f"(random {metrics['topk_label_agreement_random']:.3f})")
     typer.echo(f"report: {(out / 'report.html').resolve()}")
 
 

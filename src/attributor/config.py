@@ -23,9 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from attributor.errors import ConfigError
 
 __all__ = [
-    "DataArgs", "ModelArgs", "TrainArgs", "FeaturizeArgs", "ScoreArgs", "ReportArgs", "RunConfig",
+    "DataArgs", "TaskArgs", "ModelArgs", "TrainArgs", "FeaturizeArgs", "ScoreArgs", "ReportArgs", "RunConfig",
     "load_config", "format_validation_error",
 ]
+
+
+#: file formats of the user's data (attributor.data.tables)
+DATA_FORMATS = ("csv", "tsv", "jsonl", "parquet", "npz", "hf")
 
 
 class _Args(BaseModel):
@@ -33,31 +37,133 @@ class _Args(BaseModel):
 
 
 class DataArgs(_Args):
-    """Which dataset, how it is split and corrupted."""
+    """Which data, how it is split, and which corruption (if any) is applied.
 
-    name: str = Field("digits", description="built-in dataset (digits, breast_cancer, wine, iris) or 'npz' for data.path")
-    path: Optional[str] = Field(None, description="for name=npz: a .npz file with arrays X (n, d) and y (n,)")
-    test_fraction: float = Field(0.25, gt=0, lt=1, description="fraction of examples held out as queries")
-    label_noise: float = Field(0.1, ge=0, lt=1, description="fraction of training labels flipped to another class")
+    Either a built-in dataset (``name``), or the user's own data: one file or folder
+    (``path``) split by ``split_column`` or at random by ``test_fraction``; separate
+    ``train`` and ``test`` files; or a Python entry point (``source``) returning torch
+    Datasets. Nothing is corrupted unless asked: ``label_noise`` is 0 by default.
+    """
+
+    name: Optional[str] = Field(None, description="built-in dataset (digits, breast_cancer, wine, iris, mnist1d); "
+                                "the default, digits, applies when no data of your own (path, train/test, source) is given")
+    path: Optional[str] = Field(None, description="your data: a CSV / TSV / JSONL / Parquet / NPZ file or a Hugging Face "
+                                "datasets folder (save_to_disk), split by split_column or test_fraction (a folder holding "
+                                "'train' and 'test' splits is split by them)")
+    train: Optional[str] = Field(None, description="your training file (with data.test: your own split)")
+    test: Optional[str] = Field(None, description="your test (query) file")
+    format: Optional[str] = Field(None, description="csv, tsv, jsonl, parquet, npz or hf (default: from the file)")
+    source: Optional[str] = Field(None, description="a Python entry point 'module:function' or 'file.py:function' returning "
+                                  "a torch Dataset, a (train, test) pair or a {'train': ..., 'test': ...} mapping of Datasets")
+    source_args: dict[str, Any] = Field({}, description="keyword arguments of the source entry point")
+    features: Optional[list[str]] = Field(None, description="numeric feature columns (default: every numeric column except "
+                                          "the target and split columns); vector columns are flattened")
+    target: Optional[str] = Field(None, description="the label / target column (default: the first of label, labels, y, "
+                                  "target that exists)")
+    text: Optional[list[str]] = Field(None, description="text column(s) tokenised by the model's tokenizer (two columns: "
+                                      "a sentence pair); for causal-lm, the text whose log-probability is attributed")
+    prompt: Optional[str] = Field(None, description="causal-lm: a prompt column; its tokens are context, never scored")
+    split_column: Optional[str] = Field(None, description="a column whose values 'train' / 'test' are your split")
+    test_fraction: Optional[float] = Field(None, gt=0, lt=1, description="fraction of examples held out as queries when "
+                                           "the data has no split of its own (default 0.25)")
+    max_length: int = Field(128, ge=2, description="text: at most this many tokens per example (longer ones are truncated)")
+    standardize: Optional[bool] = Field(None, description="standardise numeric features with training statistics "
+                                        "(default: true for built-in datasets, false for your data, which your model expects as is)")
+    label_noise: float = Field(0.0, ge=0, lt=1, description="fraction of training labels flipped to another class: a "
+                               "corruption, 0 unless asked for (classification tasks only)")
     max_train: Optional[int] = Field(None, ge=2, description="keep only the first N training examples")
     seed: int = Field(0, description="seed of the split and of the label flips")
 
     @field_validator("name")
     @classmethod
-    def _known(cls, value: str) -> str:
+    def _known(cls, value: Optional[str]) -> Optional[str]:
         from attributor.data import dataset_names
 
-        if value not in dataset_names():
-            raise ValueError(f"unknown dataset {value!r}; choose one of: {', '.join(dataset_names())}")
+        if value is not None and value not in dataset_names():
+            raise ValueError(f"unknown dataset {value!r}; choose one of: {', '.join(dataset_names())} "
+                             "(for your own data set data.path, data.train/test or data.source instead)")
         return value
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in DATA_FORMATS:
+            raise ValueError(f"unknown data format {value!r}; choose one of: {', '.join(DATA_FORMATS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DataArgs":
+        given = [key for key in ("path", "train", "source") if getattr(self, key) is not None]
+        file_keys = [key for key in ("format", "features", "target", "text", "prompt", "split_column") if getattr(self, key) is not None]
+        if self.name is not None and self.name != "npz" and given:
+            raise ValueError(f"name={self.name!r} (a built-in dataset) conflicts with data.{given[0]}; remove one of them")
+        if len(given) > 1:
+            raise ValueError(f"give one of data.path, data.train (+ data.test) or data.source, not {' and '.join(given)}")
+        if self.name == "npz" and self.path is None:
+            raise ValueError("name='npz' needs data.path")
+        if self.test is not None and self.train is None:
+            raise ValueError("data.test needs data.train (or one data.path with a split_column)")
+        if self.split_column is not None and self.path is None:
+            raise ValueError("data.split_column splits data.path; it does not apply to data.train/test or data.source")
+        if self.test_fraction is not None and (self.test is not None or self.split_column is not None):
+            raise ValueError("data.test_fraction conflicts with your own split (data.test / data.split_column); remove it")
+        if self.is_builtin and file_keys:
+            raise ValueError(f"data.{file_keys[0]} applies to your own data (data.path / data.train), not to a built-in dataset")
+        if self.source is not None and file_keys:
+            raise ValueError(f"data.{file_keys[0]} applies to data files; a data.source entry point returns ready Datasets")
+        if self.source_args and self.source is None:
+            raise ValueError("data.source_args needs data.source")
+        return self
+
+    @property
+    def is_builtin(self) -> bool:
+        """True when no data of the user's own is named (a scikit-learn set or mnist1d)."""
+        return self.path is None and self.train is None and self.source is None
+
+    @property
+    def dataset_name(self) -> str:
+        """The built-in dataset to load (digits when none is named)."""
+        return self.name or "digits"
+
+
+class TaskArgs(_Args):
+    """What is attributed: the Task (per-example loss, measured output f, TRAK's Q)."""
+
+    name: str = Field("classification", description="registered task: classification, regression, sequence-classification, "
+                      "causal-lm, contrastive, or your own Task subclass (imported by model.entry_point's module)")
+    args: dict[str, Any] = Field({}, description="constructor arguments of the task")
 
 
 class ModelArgs(_Args):
-    """The reference model trained on the data."""
+    """The model: a built-in reference model, your own nn.Module, or a local Hugging Face folder.
 
-    name: Literal["mlp", "logreg"] = Field("mlp", description="mlp or logreg")
+    With ``checkpoints``, those files are the checkpoint ensemble, used in place and never
+    trained again; without, the ``train`` recipe trains the model and saves them.
+    """
+
+    name: Optional[Literal["mlp", "logreg"]] = Field(None, description="built-in model, mlp or logreg (the default, mlp, "
+                                                     "applies when neither entry_point nor hf_path is given)")
     hidden: list[int] = Field([128], description="hidden layer widths of the MLP")
-    seed: int = Field(0, description="seed of the initial weights")
+    seed: int = Field(0, description="seed of the initial weights (built-in models and entry points)")
+    entry_point: Optional[str] = Field(None, description="your model: 'module:function' or 'path/file.py:function' "
+                                       "returning an nn.Module (its parameters n_features / n_classes, when it has them, "
+                                       "are filled from the data unless given in kwargs)")
+    kwargs: dict[str, Any] = Field({}, description="keyword arguments of the entry point")
+    hf_path: Optional[str] = Field(None, description="a local Hugging Face model folder (from_pretrained, offline)")
+    hf_class: Optional[str] = Field(None, description="the transformers class that loads hf_path, e.g. "
+                                    "AutoModelForSequenceClassification (default: from the task)")
+    attn_implementation: str = Field("eager", description="HF attention implementation; eager is exact and vectorises "
+                                     "under per-example gradients (sdpa falls back to a slow loop there)")
+    tokenizer: Optional[str] = Field(None, description="tokenizer folder for text columns (default: hf_path)")
+    weights: Optional[str] = Field(None, description="a safetensors / state-dict file loaded into the model before "
+                                   "training: its initial weights")
+    checkpoints: Optional[list[str]] = Field(None, description="your checkpoints: files, glob patterns or HF folders, in "
+                                             "ensemble order; used in place, never trained again")
 
     @field_validator("hidden")
     @classmethod
@@ -65,6 +171,38 @@ class ModelArgs(_Args):
         if any(h < 1 for h in value):
             raise ValueError("hidden widths must be >= 1")
         return value
+
+    @field_validator("checkpoints", mode="before")
+    @classmethod
+    def _checkpoint_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("entry_point")
+    @classmethod
+    def _entry_point(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            module, sep, function = value.rpartition(":")
+            if not sep or not module or not function.isidentifier():
+                raise ValueError(f"entry_point must look like 'module:function' or 'path/file.py:function', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_model(self) -> "ModelArgs":
+        given = [key for key in ("name", "entry_point", "hf_path") if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of model.name, model.entry_point or model.hf_path, not {' and '.join(given)}")
+        if self.kwargs and self.entry_point is None:
+            raise ValueError("model.kwargs needs model.entry_point")
+        if self.hf_class is not None and self.hf_path is None:
+            raise ValueError("model.hf_class needs model.hf_path")
+        if self.checkpoints is not None and not self.checkpoints:
+            raise ValueError("model.checkpoints is empty; list at least one file (or drop the key to train)")
+        return self
+
+    @property
+    def builtin(self) -> Optional[str]:
+        """The built-in model's name, or None for the user's own model."""
+        return None if (self.entry_point or self.hf_path) else (self.name or "mlp")
 
 
 class TrainArgs(_Args):
@@ -137,7 +275,20 @@ class ReportArgs(_Args):
 class RunConfig(_Args):
     """A whole experiment: data -> train -> featurize -> score -> report."""
 
+    @model_validator(mode="after")
+    def _model_fits_data(self) -> "RunConfig":
+        if self.data.text and self.model.hf_path is None and self.model.tokenizer is None:
+            raise ValueError("data.text needs a tokenizer: set model.hf_path (its tokenizer is used) or model.tokenizer")
+        if self.data.text and self.model.builtin is not None:
+            raise ValueError("data.text needs a text model: set model.hf_path or model.entry_point (the built-in models read numbers)")
+        if self.data.label_noise > 0 and self.task.name not in ("classification", "sequence-classification"):
+            raise ValueError(f"data.label_noise flips class labels; task {self.task.name!r} has none")
+        if self.data.prompt is not None and self.task.name != "causal-lm":
+            raise ValueError("data.prompt applies to the causal-lm task")
+        return self
+
     data: DataArgs = Field(default_factory=DataArgs)
+    task: TaskArgs = Field(default_factory=TaskArgs)
     model: ModelArgs = Field(default_factory=ModelArgs)
     train: TrainArgs = Field(default_factory=TrainArgs)
     featurize: FeaturizeArgs = Field(default_factory=FeaturizeArgs)
@@ -153,7 +304,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
     """
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = _read_file(Path(path))
+        raw = _absolute_paths(_read_file(Path(path)), Path(path).resolve().parent)
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -168,6 +319,8 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
             node[parts[-1]] = yaml.safe_load(value)
         except yaml.YAMLError:
             raise ConfigError(f"override {item!r}: cannot parse the value") from None
+        if key.strip() in PATH_KEYS:
+            raw = _absolute_paths(raw, Path.cwd(), only=key.strip())
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
@@ -175,12 +328,47 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
         raise ConfigError(format_validation_error(err, source or None)) from None
 
 
+#: config keys holding file paths: relative ones are made absolute when a config is loaded,
+#: against the config file's folder (keys from the file) or the working directory (--set)
+PATH_KEYS = ("data.path", "data.train", "data.test", "data.source", "model.entry_point", "model.hf_path",
+             "model.tokenizer", "model.weights", "model.checkpoints")
+
+
+def _absolute_paths(raw: dict[str, Any], base: Path, only: str | None = None) -> dict[str, Any]:
+    """``raw`` with the relative paths under PATH_KEYS made absolute against ``base``.
+
+    Entry points keep their module form (``pkg.module:function``); only a file form
+    (``dir/file.py:function``) is a path. Glob patterns stay patterns.
+    """
+    for key in PATH_KEYS if only is None else (only,):
+        section, name = key.split(".")
+        node = raw.get(section)
+        if not isinstance(node, dict) or node.get(name) is None:
+            continue
+        value = node[name]
+        if name in ("source", "entry_point"):
+            if isinstance(value, str):
+                module, sep, function = value.rpartition(":")
+                if sep and module.endswith(".py"):
+                    node[name] = f"{_absolute(module, base)}:{function}"
+        elif isinstance(value, list):
+            node[name] = [_absolute(v, base) if isinstance(v, str) else v for v in value]
+        elif isinstance(value, str):
+            node[name] = _absolute(value, base)
+    return raw
+
+
+def _absolute(path: str, base: Path) -> str:
+    expanded = os.path.expanduser(path)
+    return expanded if os.path.isabs(expanded) else str(base / expanded)
+
+
 def format_validation_error(err: ValidationError, source: Any = None) -> str:
     """One line naming every bad key and why."""
     problems = []
     for error in err.errors():
         where = ".".join(str(p) for p in error["loc"]) or "config"
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
         problems.append(f"{where}: {message}")
     origin = f" in {source}" if source is not None else ""
     return f"invalid config{origin}: " + "; ".join(problems)

@@ -25,7 +25,7 @@ from attributor.features import featurize, make_projector, per_example_gradients
 from attributor.methods import TRAK
 from attributor.models import MLP, LogisticRegression, load_checkpoint, save_checkpoint
 from attributor.models.training import fit_lbfgs, train
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 pytest.importorskip("trak")
 pytest.importorskip("dattri")

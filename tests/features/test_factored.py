@@ -17,7 +17,7 @@ from attributor.errors import ConfigError
 from attributor.features import make_projector, per_example_gradients
 from attributor.features.factored_plan import balanced_factors, split_dim
 from attributor.features.featurize import make_featurizer
-from attributor.task import ClassificationTask, Task
+from attributor.tasks import ClassificationTask, Task
 
 
 B, T, V, D = 4, 5, 11, 6

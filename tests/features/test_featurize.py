@@ -12,7 +12,7 @@ from attributor.errors import DataError, StoreMismatchError
 from attributor.features import FeatureStore, featurize, make_projector
 from attributor.features.gradients import per_example_gradients, tracked_parameter_names
 from attributor.models import load_checkpoint
-from attributor.task import ClassificationTask, Task
+from attributor.tasks import ClassificationTask, Task
 
 N = 40
 

@@ -9,7 +9,7 @@ from zoo import classification_data, mlp
 
 from attributor.errors import ConfigError
 from attributor.features.gradients import count_parameters, per_example_gradients, tracked_parameter_names
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 LAST_LAYER = ["net.2.weight", "net.2.bias"]
 

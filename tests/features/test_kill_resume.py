@@ -23,7 +23,7 @@ import torch
 
 from attributor.features import FeatureStore, featurize, make_projector
 from attributor.models import MLP, save_checkpoint
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 N, D, CLASSES, HIDDEN = 1500, 8, 3, (16,)
 CHUNK, BATCH, DIM, SEED = 50, 25, 16, 3
@@ -37,7 +37,7 @@ CHILD = textwrap.dedent(
     from torch.utils.data import Dataset
     from attributor.features import featurize, make_projector
     from attributor.models import MLP
-    from attributor.task import ClassificationTask
+    from attributor.tasks import ClassificationTask
 
     folder, store, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     torch.set_num_threads({threads})

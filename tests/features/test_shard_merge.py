@@ -13,7 +13,7 @@ from zoo import classification_data, dataset, mlp, train_and_save
 from attributor.errors import DataError, StoreError, StoreMismatchError
 from attributor.features import FeatureStore, featurize, make_projector, merge_stores
 from attributor.features.featurize import shard_chunks
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 N_TRAIN, N_TEST, CHUNK = 45, 13, 8  # 6 and 2 chunks
 

@@ -13,7 +13,7 @@ from attributor.features import featurize, make_projector
 from attributor.methods import EmbeddingSimilarity, RandomScores, TrainingContext
 from attributor.methods import random_baseline
 from attributor.models import load_checkpoint, save_checkpoint
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 N_TRAIN, N_TEST = 24, 5
 

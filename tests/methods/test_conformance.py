@@ -25,7 +25,7 @@ from torch.utils.data import TensorDataset
 from attributor.features import featurize, make_projector
 from attributor.methods import Method, TrainingContext, get_method, method_names
 from attributor.models import LogisticRegression, save_checkpoint
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 N_TRAIN, N_TEST, N_FEATURES = 80, 20, 6
 DUP, FLIP = N_TRAIN, N_TRAIN + 1

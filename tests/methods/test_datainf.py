@@ -11,7 +11,7 @@ from attributor.errors import ConfigError
 from attributor.features.gradients import per_example_gradients, tracked_parameter_names
 from attributor.methods import DataInf, TrainingContext, get_method
 from attributor.models import load_checkpoint
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 N_TRAIN, N_TEST = 40, 7
 

@@ -14,7 +14,7 @@ from attributor.features.gradients import per_example_gradients, tracked_paramet
 from attributor.methods import EKFACInfluence, ExplicitInfluence, TrainingContext
 from attributor.methods.if_ekfac import find_layers, layer_gradients
 from attributor.models import save_checkpoint
-from attributor.task import ClassificationTask, Task
+from attributor.tasks import ClassificationTask, Task
 
 
 class TinyConvNet(nn.Module):

@@ -23,7 +23,7 @@ from attributor.errors import ConfigError
 from attributor.features.gradients import per_example_gradients
 from attributor.methods import CGInfluence, ExplicitInfluence, LiSSAInfluence, TrainingContext, get_method
 from attributor.models import LogisticRegression, save_checkpoint
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 N_TRAIN, N_TEST, D, C = 60, 10, 5, 3
 

@@ -18,7 +18,7 @@ from attributor.cli import main
 from attributor.errors import ConfigError, NotFittedError
 from attributor.methods import MirroredInfluence, TrainingContext, get_method, method_names
 from attributor.models import load_checkpoint
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 N_TRAIN = 60
 DUP, FLIP = N_TRAIN, N_TRAIN + 1

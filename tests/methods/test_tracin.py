@@ -11,7 +11,7 @@ from attributor.features import featurize, make_projector
 from attributor.features.gradients import per_example_gradients, tracked_parameter_names
 from attributor.methods import GradCos, GradDot, TracIn, TrainingContext
 from attributor.models import load_checkpoint
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 N_TRAIN, N_TEST = 30, 6
 

@@ -17,7 +17,7 @@ from attributor.errors import ConfigError, NotFittedError, StoreError, UnknownNa
 from attributor.features import FeatureStore, featurize, make_projector
 from attributor.methods import TRAK, get_method, method_names
 from attributor.models import LogisticRegression, save_checkpoint
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 DAMPING = 1e-3
 N_TRAIN, N_TEST = 100, 20

@@ -13,7 +13,7 @@ training copy of a query scores positive and in the top 5 of its row for every p
 TRAK rows match ours, TracIn and IF match a hand computation.
 
 * ``traker-trak``: ``trak.TRAKer``, task ``image_classification``: its output is our
-  :class:`~attributor.task.ClassificationTask` margin log(p_y / (1 - p_y)) and its
+  :class:`~attributor.tasks.ClassificationTask` margin log(p_y / (1 - p_y)) and its
   out-to-loss term 1 - p_y, as ours. ``BasicProjector`` (normal, ``seed``), or
   ``NoOpProjector`` when ``proj_dim`` is None; ``use_half_precision=False``. ``damping``
   is the absolute ``lambda_reg`` added to X^T X, X the projected gradients divided by

@@ -87,7 +87,7 @@ class ClassificationRecipe(Recipe):
     def train_on(self, mask: np.ndarray) -> torch.nn.Module:
         from attributor.data import ArrayDataset
         from attributor.models.training import fit_lbfgs, train
-        from attributor.task import ClassificationTask
+        from attributor.tasks import ClassificationTask
 
         mask = np.asarray(mask, dtype=bool)
         dtype = np.dtype(self.dtype)
@@ -102,7 +102,7 @@ class ClassificationRecipe(Recipe):
         return model
 
     def run(self, mask: np.ndarray) -> dict[str, np.ndarray]:
-        from attributor.task import ClassificationTask
+        from attributor.tasks import ClassificationTask
 
         model = self.train_on(mask)
         task = ClassificationTask()

@@ -46,11 +46,12 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from attributor.features._hf import functorch_safe_hf_masks
 from attributor.features.factored_layers import layer_kind
 from attributor.features.factored_plan import Block, Plan, plan_layers
 from attributor.features.gradients import per_example_gradients
 from attributor.features.projection import FactoredProjector, Projector, make_projector
-from attributor.task import Task
+from attributor.tasks import Task
 
 __all__ = ["FactoredFeaturizer", "position_mask"]
 
@@ -262,5 +263,6 @@ def _replay(module: nn.Module, own: dict[str, str], call: _Call, output_grad: to
         args, kwargs = tree_unflatten([next(it).unsqueeze(0) if b else x for x, b in zip(leaves, batched)], spec)
         return (functional_call(module, local_params, args, kwargs, strict=False) * g.unsqueeze(0)).sum()
 
-    grads = vmap(grad(one), in_dims=(None, 0, 0))(params, tensors, output_grad)
+    with functorch_safe_hf_masks():
+        grads = vmap(grad(one), in_dims=(None, 0, 0))(params, tensors, output_grad)
     return {own[local]: value for local, value in grads.items()}

@@ -37,7 +37,7 @@ from attributor.features.projection import Projector
 from attributor.features.store import FeatureStore
 from attributor.models.checkpoints import checkpoint_id, load_checkpoint
 from attributor.progress import progress_bar
-from attributor.task import Task
+from attributor.tasks import Task
 
 __all__ = ["featurize", "store_settings", "ExactFeaturizer", "make_featurizer", "shard_chunks"]
 
@@ -208,6 +208,8 @@ def _featurize_rows(dataset, featurizer, checkpoint, start, stop, batch_size):
     features, out_to_loss = [], []
     for lo in range(start, stop, batch_size):
         batch = default_collate([dataset[i] for i in range(lo, min(lo + batch_size, stop))])
+        if lo == start:  # the task's cheap checks (keys, dtypes, label ranges), on each chunk's first batch
+            featurizer.task.validate_batch(featurizer.model, batch)
         rows, q = featurizer.features_and_out_to_loss(batch, checkpoint)
         features.append(rows)
         out_to_loss.append(q)

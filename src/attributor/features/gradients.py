@@ -4,8 +4,9 @@ For a batch of B examples and the tracked parameters theta (p numbers in all) th
 the B x p matrix whose row i is d f(z_i; theta) / d theta, flattened in the order of
 ``model.named_parameters()``. It works for any ``nn.Module`` whose forward is traceable by
 ``torch.func`` (no in-place updates of buffers in eval mode, no data-dependent Python
-control flow on tensor values). Cost: one vectorised forward and backward over the batch,
-and B x p numbers of memory.
+control flow on tensor values; Hugging Face models given a 2-D ``attention_mask`` are made
+to build their masks under vmap, see :mod:`attributor.features._hf`). Cost: one vectorised
+forward and backward over the batch, and B x p numbers of memory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
 
 from attributor.errors import ConfigError
-from attributor.task import Task
+from attributor.features._hf import functorch_safe_hf_masks
+from attributor.tasks import Task
 
 __all__ = ["tracked_parameter_names", "per_example_gradients", "count_parameters"]
 
@@ -65,6 +67,7 @@ def per_example_gradients(
 
         return target(call, single).sum()
 
-    grads = vmap(grad(one_example), in_dims=(None, 0))(tracked, batch)
+    with functorch_safe_hf_masks():  # HF models' 2-D attention masks under vmap
+        grads = vmap(grad(one_example), in_dims=(None, 0))(tracked, batch)
     batch_size = next(iter(grads.values())).shape[0]
     return torch.cat([grads[name].reshape(batch_size, -1) for name in names], dim=1)

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, default_collate
 from attributor.errors import ConfigError
 from attributor.features.gradients import per_example_gradients
 from attributor.models.checkpoints import load_checkpoint
-from attributor.task import Task
+from attributor.tasks import Task
 
 __all__ = ["GRADIENT_CACHE_BYTES", "GradientStream", "batches", "check_checkpoint", "check_damping",
            "check_positive_int", "dataset_fingerprint", "model_at"]

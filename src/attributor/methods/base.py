@@ -35,7 +35,7 @@ from attributor.features.store import FeatureStore
 from attributor.progress import progress_bar
 from attributor.registry import Registered
 from attributor.scores import Scores, StreamingTopK
-from attributor.task import Task
+from attributor.tasks import Task
 
 __all__ = ["Method", "TrainingContext", "get_method", "method_names"]
 

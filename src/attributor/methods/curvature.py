@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 
 from attributor.errors import ConfigError
 from attributor.methods._context import batches, collate
-from attributor.task import Task
+from attributor.tasks import Task
 
 __all__ = ["CURVATURES", "COLUMNS", "Curvature", "damping_lambda"]
 

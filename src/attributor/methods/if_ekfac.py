@@ -49,7 +49,7 @@ from attributor.features.gradients import tracked_parameter_names
 from attributor.methods._context import batches, dataset_fingerprint
 from attributor.methods.influence import InfluenceFunction
 from attributor.models.checkpoints import checkpoint_id
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 __all__ = ["EKFACInfluence", "Layer", "find_layers", "layer_gradients"]
 

@@ -15,12 +15,26 @@ a fraction of the kernel's mean eigenvalue), per checkpoint by default; with
 ``damping_scale="shared"`` every checkpoint gets lambda = damping * mean_m trace_m / k, one
 ridge for the whole ensemble as traker's ``lambda_reg`` applies. Self-influence is tau(z_j)_j.
 
-Cost: fit is one pass over the features, O(M n k^2), plus M Cholesky factorisations,
-O(M k^3), in float64. Scoring is O(M n_query n_train k), streamed chunk by chunk.
+The inverse is never formed. With damping > 0, K + lambda I = L L^T (Cholesky) and the
+query side phi(z)^T (K + lambda I)^{-1} is two triangular solves with L; self-influence is
+||L^{-1} phi(z_j)||^2, non-negative by construction. With damping 0 the kernel may be
+singular (fewer examples than k, duplicated features) and a Cholesky factorisation can then
+succeed on round-off alone and return garbage, so damping 0 always takes the
+eigendecomposition K = V diag(w) V^T and the pseudo-inverse V_r diag(1/w_r) V_r^T over the
+eigenvalues above max(w) * k * eps (numpy's ``pinv`` cut-off); a damped kernel that Cholesky
+still refuses takes the same route.
+
+Cost: fit is one pass over the features, O(M n k^2), plus M factorisations in float64:
+Cholesky, k^3 / 3 flops each (eigendecomposition at damping 0, about 20x that). A
+factorisation of k < 2048 runs on one torch thread (restored afterwards): on the shared
+2-core machine a second thread gains little at that size and loses several-fold when the
+other core is busy (benchmarks/trak_inverse.py, benchmarks/RESULTS.md). Scoring is
+O(M n_query k^2) for the solves plus O(M n_query n_train k), streamed chunk by chunk.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -30,6 +44,9 @@ from attributor.errors import ConfigError, StoreError
 from attributor.methods.base import Method
 
 __all__ = ["TRAK"]
+
+#: Smallest kernel dimension k whose factorisation uses more than one torch thread.
+PARALLEL_FACTOR_MIN_DIM = 2048
 
 
 class TRAK(Method, key="trak"):
@@ -68,15 +85,14 @@ class TRAK(Method, key="trak"):
                 kernel.addmm_(phi.T, phi)
                 q_sum[start:stop] += out_to_loss
             if self.damping_scale == "checkpoint":
-                kernel = _damped_inverse(kernel, self.damping)  # invert now: one k x k matrix held at a time
+                kernel = _factorize(kernel, self.damping)  # factor now: one k x k matrix held at a time
             kernels.append(kernel)
         if self.damping_scale == "shared":
-            mean_trace = sum(float(torch.trace(k)) for k in kernels) / len(kernels)
-            kernels = [_damped_inverse(k, self.damping * mean_trace / float(torch.trace(k)) if float(torch.trace(k)) > 0 else self.damping)
-                       for k in kernels]
-        inverses = kernels
+            traces = [float(torch.trace(k)) for k in kernels]
+            mean_trace = sum(traces) / len(traces)
+            kernels = [_factorize(k, self.damping * mean_trace / t if t > 0 else self.damping) for k, t in zip(kernels, traces)]
         self.checkpoints_ = checkpoints
-        self.kernel_inverses_ = inverses
+        self.kernel_factors_ = kernels
         self.out_to_loss_ = q_sum / len(checkpoints)
 
     def score_blocks(self, queries: str) -> Iterator[tuple[slice, int, np.ndarray]]:
@@ -85,10 +101,10 @@ class TRAK(Method, key="trak"):
         dtype = torch.float64 if store.dtype == np.float64 else torch.float32
         q_bar = torch.from_numpy(self.out_to_loss_).to(dtype)
         for q_index, q_start, q_stop in store.chunk_bounds(queries):
-            # phi(z)^T K^{-1} for every checkpoint: (queries in chunk, k)
+            # phi(z)^T (K + lambda I)^{-1} for every checkpoint: (queries in chunk, k)
             left = [
-                (_tensor(store.read_chunk(queries, c, q_index)[0], torch.float64) @ inverse).to(dtype)
-                for c, inverse in zip(self.checkpoints_, self.kernel_inverses_)
+                factor.solve(_tensor(store.read_chunk(queries, c, q_index)[0], torch.float64)).to(dtype)
+                for c, factor in zip(self.checkpoints_, self.kernel_factors_)
             ]
             for t_index, t_start, t_stop in store.chunk_bounds(split):
                 block = torch.zeros(q_stop - q_start, t_stop - t_start, dtype=dtype)
@@ -101,31 +117,85 @@ class TRAK(Method, key="trak"):
     def self_influence(self) -> np.ndarray:
         store, split = self._fitted()
         total = np.zeros(store.split_size(split))
-        for c, inverse in zip(self.checkpoints_, self.kernel_inverses_):
+        for c, factor in zip(self.checkpoints_, self.kernel_factors_):
             for start, stop, features, _ in store.iter_chunks(split, c):
-                phi = _tensor(features, torch.float64)
-                total[start:stop] += ((phi @ inverse) * phi).sum(dim=1).numpy()
+                whitened = factor.whiten(_tensor(features, torch.float64))
+                total[start:stop] += (whitened * whitened).sum(dim=1).numpy()
         return total / len(self.checkpoints_) * self.out_to_loss_
 
 
-def _damped_inverse(kernel: torch.Tensor, damping: float) -> torch.Tensor:
-    """(K + lambda I)^{-1} with lambda = damping * trace(K) / k, in float64.
+class _CholeskyFactor:
+    """K + lambda I = L L^T with ``lower`` = L (k, k), float64."""
 
-    Uses a Cholesky factorisation; if K + lambda I is not positive definite (damping 0 on
-    a rank-deficient kernel) it falls back to the eigendecomposition pseudo-inverse.
+    def __init__(self, lower: torch.Tensor):
+        self.lower = lower
+
+    def solve(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows (q, k) -> rows (K + lambda I)^{-1} (q, k): two triangular solves."""
+        return torch.cholesky_solve(rows.T, self.lower).T
+
+    def whiten(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows (q, k) -> (L^{-1} rows^T)^T (q, k): its squared row norms are x^T (K + lambda I)^{-1} x."""
+        return torch.linalg.solve_triangular(self.lower, rows.T, upper=False).T
+
+
+class _EigenFactor:
+    """The pseudo-inverse K^+ = B B^T with ``basis`` B = V_r diag(w_r)^{-1/2} (k, r), float64."""
+
+    def __init__(self, basis: torch.Tensor):
+        self.basis = basis
+
+    def solve(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows (q, k) -> rows K^+ (q, k)."""
+        return (rows @ self.basis) @ self.basis.T
+
+    def whiten(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows (q, k) -> rows B (q, r): its squared row norms are x^T K^+ x."""
+        return rows @ self.basis
+
+
+def _factorize(kernel: torch.Tensor, damping: float, threads: int | None = None) -> _CholeskyFactor | _EigenFactor:
+    """(K + lambda I)^{-1}, lambda = damping * trace(K) / k, as a factor; float64, never formed.
+
+    damping > 0: Cholesky of K + lambda I (falls back to the eigendecomposition if that is
+    refused). damping 0: the pseudo-inverse of K from its eigendecomposition, eigenvalues
+    at or below max(w) * k * eps dropped. ``threads``: torch threads for the
+    factorisation; default one below :data:`PARALLEL_FACTOR_MIN_DIM`, else the caller's.
     """
     k = kernel.shape[0]
     if not torch.isfinite(kernel).all():
         raise StoreError("the after-kernel has non-finite entries; the features are corrupted")
-    lam = damping * float(torch.trace(kernel)) / k
-    damped = kernel + lam * torch.eye(k, dtype=kernel.dtype)
-    factor, info = torch.linalg.cholesky_ex(damped)
-    if int(info) == 0:
-        return torch.cholesky_inverse(factor)
-    eigenvalues, eigenvectors = torch.linalg.eigh(damped)
+    damped = kernel.clone()
+    damped.diagonal().add_(damping * float(torch.trace(kernel)) / k)
+    if threads is None:
+        threads = 1 if k < PARALLEL_FACTOR_MIN_DIM else torch.get_num_threads()
+    with _torch_threads(threads):
+        if damping > 0:
+            lower, info = torch.linalg.cholesky_ex(damped)
+            if int(info) == 0:
+                return _CholeskyFactor(lower)
+        eigenvalues, eigenvectors = torch.linalg.eigh(damped)
     cutoff = eigenvalues.abs().max() * k * torch.finfo(kernel.dtype).eps
-    inverted = torch.where(eigenvalues > cutoff, 1.0 / eigenvalues, torch.zeros_like(eigenvalues))
-    return (eigenvectors * inverted) @ eigenvectors.T
+    keep = eigenvalues > cutoff
+    return _EigenFactor(eigenvectors[:, keep] / eigenvalues[keep].sqrt())
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with at most ``threads`` torch threads, then restore the caller's count.
+
+    torch's thread count is process-wide: other threads of the process that run torch
+    work meanwhile run with this count too.
+    """
+    previous = torch.get_num_threads()
+    if threads >= previous:
+        yield
+        return
+    torch.set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:

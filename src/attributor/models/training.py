@@ -15,7 +15,7 @@ from attributor.models.checkpoints import save_checkpoint
 from attributor.progress import progress_bar
 from attributor.task import Task
 
-__all__ = ["train", "fit_lbfgs", "evaluate_accuracy"]
+__all__ = ["train", "fit_lbfgs", "evaluate_accuracy", "evaluate"]
 
 
 def train(
@@ -35,8 +35,8 @@ def train(
     """Train with Adam on ``task.train_loss``; save a checkpoint after each listed epoch.
 
     Returns the checkpoint paths in epoch order (``epoch_0010.pt``, ...), none when
-    ``checkpoint_dir`` is None. Shuffling is seeded, so the same call gives the same
-    checkpoints bit for bit.
+    ``checkpoint_dir`` is None. Shuffling and dropout are seeded (the global generator is
+    restored afterwards), so the same call gives the same checkpoints bit for bit.
     """
     if any(not 1 <= e <= epochs for e in checkpoint_epochs):
         raise DataError(f"checkpoint epochs must be in [1, {epochs}], got {list(checkpoint_epochs)}")
@@ -47,7 +47,9 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     paths = []
     model.train()
-    with progress_bar(total=epochs, desc="train", enabled=progress) as bar:
+    # dropout draws from torch's global generator: seed it for this run only
+    with torch.random.fork_rng(devices=[]), progress_bar(total=epochs, desc="train", enabled=progress) as bar:
+        torch.manual_seed(seed)
         for epoch in range(1, epochs + 1):
             for batch in loader:
                 optimizer.zero_grad()
@@ -104,3 +106,34 @@ def evaluate_accuracy(model: torch.nn.Module, inputs: np.ndarray, labels: np.nda
     model.eval()
     logits = model(torch.as_tensor(inputs))
     return float((logits.argmax(dim=1).numpy() == labels).mean())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, task: Task, dataset: Dataset, target_kind: str = "class",
+             batch_size: int = 256) -> dict[str, float]:
+    """Mean per-example task loss on ``dataset``, plus accuracy (classes) or mse (regression).
+
+    Works for any batch form a task accepts: ``(inputs, labels)`` pairs or Hugging Face
+    style mappings with ``"labels"``.
+    """
+    from attributor.tasks.base import call_model, output_logits
+    from attributor.tasks.checks import split_labelled
+
+    model.eval()
+    losses, correct, squared, n = 0.0, 0, 0.0, 0
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        losses += float(task.train_loss(model, batch).sum())
+        n += len(next(iter(batch.values())) if isinstance(batch, dict) else batch[0])
+        if target_kind in ("class", "value"):
+            inputs, labels = split_labelled(batch, task.key)
+            output = output_logits(call_model(model, inputs))
+            if target_kind == "class":
+                correct += int((output.argmax(dim=-1) == labels).sum())
+            else:
+                squared += float(((output.reshape(labels.shape) - labels) ** 2).sum())
+    metrics = {"loss": losses / max(n, 1)}
+    if target_kind == "class":
+        metrics["accuracy"] = correct / max(n, 1)
+    elif target_kind == "value":
+        metrics["mse"] = squared / max(n, 1)
+    return metrics

@@ -38,7 +38,7 @@ from attributor.methods import TrainingContext, get_method, method_names
 from attributor.pipelines.bench_tasks import SUITES, BenchTask, PreparedTask, Suite, prepare
 from attributor.progress import progress_bar
 from attributor.reports import Section, Table, write_markdown_report
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 __all__ = ["run_bench", "COLUMNS"]
 

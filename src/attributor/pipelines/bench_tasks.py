@@ -22,7 +22,7 @@ from attributor.errors import UnknownNameError
 from attributor.evaluation.retrain import ClassificationRecipe
 from attributor.models import save_checkpoint
 from attributor.models.training import fit_lbfgs, train
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 __all__ = ["BenchTask", "Suite", "SUITES", "PreparedTask", "prepare"]
 

@@ -51,7 +51,7 @@ from attributor.methods import TRAK, MirroredInfluence, TrainingContext
 from attributor.pipelines.mirrored import fit_mlp, open_output, plot_bars, rounded, torch_threads
 from attributor.progress import progress_bar
 from attributor.reports import Section, Table, write_markdown_report
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 __all__ = ["LeakageSettings", "leakage_settings", "leakage", "METHODS"]
 

@@ -58,7 +58,7 @@ from attributor.pipelines.mirrored import (
 )
 from attributor.progress import progress_bar
 from attributor.reports import Section, Table, plot_run_comparison, write_markdown_report
-from attributor.task import ClassificationTask
+from attributor.tasks import ClassificationTask
 
 __all__ = ["VerifySettings", "verify_settings", "verify"]
 

@@ -12,6 +12,7 @@ import numpy as np
 from attributor._io import atomic_write_text
 from attributor.data import DatasetSplits
 from attributor.errors import DataError, StoreError
+from attributor.pipelines.run import label_text
 from attributor.scores import Scores
 
 __all__ = ["self_influence_ranking", "query_ranking", "write_rows"]
@@ -28,7 +29,7 @@ def self_influence_ranking(run_dir: Path, top: int) -> Rows:
     data = _data(run_dir)
     order = np.argsort(-values, kind="stable")[:top]
     header = ["rank", "train_index", "self_influence", "label", "flipped"]
-    return header, [[r + 1, int(j), f"{values[j]:.6g}", int(data.y_train[j]), int(data.flipped[j])] for r, j in enumerate(order)]
+    return header, [[r + 1, int(j), f"{values[j]:.6g}", label_text(data, data.y_train[j]), int(data.flipped[j])] for r, j in enumerate(order)]
 
 
 def query_ranking(run_dir: Path, query: int, top: int) -> Rows:
@@ -42,7 +43,7 @@ def query_ranking(run_dir: Path, query: int, top: int) -> Rows:
     for kind, indices, values in (("proponent", scores.top_indices, scores.top_values),
                                   ("opponent", scores.bottom_indices, scores.bottom_values)):
         for r, (j, v) in enumerate(zip(indices[query][:top], values[query][:top])):
-            rows.append([kind, r + 1, int(j), f"{v:.6g}", int(data.y_train[j]), int(data.y_test[query])])
+            rows.append([kind, r + 1, int(j), f"{v:.6g}", label_text(data, data.y_train[j]), label_text(data, data.y_test[query])])
     return header, rows
 
 

@@ -39,13 +39,15 @@ def compute_metrics(run: "Run", scores: Scores, self_influence: np.ndarray, sing
         "n_train": int(len(data.y_train)),
         "n_test": int(len(data.y_test)),
         "n_flipped": int(data.flipped.sum()),
-        "test_accuracy": run.final_accuracy(),
         "method": run.config.score.method,
         "topk": int(scores.top_indices.shape[1]),
     }
-    agreement = label_agreement(scores.top_indices, data.y_test, data.y_train)
-    metrics["topk_label_agreement"] = agreement["agreement"]
-    metrics["topk_label_agreement_random"] = agreement["agreement_random"]
+    test = run.test_metrics()
+    metrics.update({f"test_{key}": value for key, value in test.items()})
+    if data.has_classes:
+        agreement = label_agreement(scores.top_indices, data.y_test, data.y_train)
+        metrics["topk_label_agreement"] = agreement["agreement"]
+        metrics["topk_label_agreement_random"] = agreement["agreement_random"]
     if data.flipped.any():
         auc = detection_auc(self_influence, data.flipped)
         metrics["mislabel_auc"] = auc["auc"]
@@ -69,13 +71,14 @@ def write_report(run: "Run", scores: Scores, self_influence: np.ndarray) -> dict
     figures = {
         "self_influence": plot_self_influence_by_group(self_influence, list(groups), plots / "self_influence_by_group.png",
                                                        title="Self-influence of clean and flipped training examples"),
-        "top": plot_top_influential(data.X_test, data.y_test, data.X_train, data.y_train, scores.top_indices,
-                                    scores.top_values, scores.bottom_indices, scores.bottom_values,
-                                    plots / "top_influential.png", image_shape=data.image_shape,
-                                    n_queries=min(args.n_queries, scores.n_queries),
-                                    k=min(args.k, scores.top_indices.shape[1]), flipped=data.flipped),
     }
-    if scores.values is not None:
+    if data.inputs_key is None:  # numeric inputs can be drawn (images or bar plots); text is listed in a table
+        figures["top"] = plot_top_influential(data.X_test, data.y_test, data.X_train, data.y_train, scores.top_indices,
+                                              scores.top_values, scores.bottom_indices, scores.bottom_values,
+                                              plots / "top_influential.png", image_shape=data.image_shape,
+                                              n_queries=min(args.n_queries, scores.n_queries),
+                                              k=min(args.k, scores.top_indices.shape[1]), flipped=data.flipped)
+    if scores.values is not None and data.has_classes:
         figures["distribution"] = plot_score_distribution_by_class(np.asarray(scores.values), data.y_test, data.y_train,
                                                                    plots / "score_distribution_by_class.png")
     comparisons = []
@@ -105,33 +108,45 @@ def _sections(run, metrics, self_influence, figures, comparisons) -> list[Sectio
                          metrics["mislabel_auc_random"]])
         rows += [[f"flipped labels found in the top {key.split('@')[1]}", metrics[f"mislabel_{key}"],
                   metrics[f"mislabel_{key}_random"]] for key in ("recall@5%", "recall@10%", "recall@20%")]
-    rows.append([f"top-{metrics['topk']} proponents sharing the query's label", metrics["topk_label_agreement"],
-                 metrics["topk_label_agreement_random"]])
-    rows.append(["test accuracy (final checkpoint)", metrics["test_accuracy"], ""])
+    if "topk_label_agreement" in metrics:
+        rows.append([f"top-{metrics['topk']} proponents sharing the query's label", metrics["topk_label_agreement"],
+                     metrics["topk_label_agreement_random"]])
+    for key, name in (("test_accuracy", "test accuracy"), ("test_mse", "test mean squared error"), ("test_loss", "test loss (mean per example)")):
+        if key in metrics:
+            rows.append([f"{name} (final checkpoint)", metrics[key], ""])
+    n_checkpoints = len(run.checkpoints())
+    model = config.model.builtin or config.model.entry_point or config.model.hf_path
+    corrupted = f" ({metrics['n_flipped']} training labels flipped at random)" if metrics["n_flipped"] else ""
     summary = Section(
         "Summary",
         text=(f"{config.score.method.upper()} scores of {metrics['n_test']} test queries against {metrics['n_train']} "
-              f"training examples of {data.name} ({metrics['n_flipped']} training labels flipped at random), from "
-              f"{len(config.train.checkpoint_epochs)} checkpoints of a {config.model.name} model, gradients projected to "
-              f"{config.featurize.proj_dim} dimensions ({config.featurize.projection}).\n\n"
-              "Positive scores mark proponents: training examples that push the query's margin up. Every metric is "
-              "shown beside the same metric for a random ranking."),
+              f"training examples of {data.name}{corrupted}, task {config.task.name}, from {n_checkpoints} checkpoint(s) of "
+              f"the model {model}, gradients projected to {config.featurize.proj_dim} dimensions ({config.featurize.projection}).\n\n"
+              "Positive scores mark proponents: training examples that push the query's measured output up. Every metric "
+              "is shown beside the same metric for a random ranking."),
         tables=[Table("Metrics", ["metric", "value", "random baseline"], rows)],
     )
+    from attributor.pipelines.run import label_text
+
     order = np.argsort(-self_influence, kind="stable")[:20]
+    texts = data.texts_train is not None
     suspicious = Table("The 20 most self-influential training examples",
-                       ["rank", "train index", "self-influence", "label", "original label", "flipped"],
-                       [[r + 1, int(j), float(self_influence[j]), int(data.y_train[j]), int(data.y_train_clean[j]),
-                         "yes" if data.flipped[j] else "no"] for r, j in enumerate(order)])
+                       ["rank", "train index", "self-influence", "label", "original label", "flipped"] + (["text"] if texts else []),
+                       [[r + 1, int(j), float(self_influence[j]), label_text(data, data.y_train[j]), label_text(data, data.y_train_clean[j]),
+                         "yes" if data.flipped[j] else "no"] + ([_short(data.texts_train[j])] if texts else []) for r, j in enumerate(order)])
+    neighbours = [_text_neighbours(data, scores_of(run), min(config.report.n_queries, metrics["n_test"]), config.report.k)] if texts else []
+    influential = Section("Most influential training examples",
+                          text="For the first test queries: the query, its strongest proponents and its strongest opponents "
+                               "(flipped training labels in red).",
+                          images=[figures[key] for key in ("top", "distribution") if key in figures], tables=neighbours)
     sections = [
         summary,
-        Section("Mislabel detection by self-influence",
+        Section("Mislabel detection by self-influence" if metrics["n_flipped"] else "Self-influence",
                 text="Examples whose label was flipped should have large self-influence: the model needs them to "
-                     "explain themselves.", images=[figures["self_influence"]], tables=[suspicious]),
-        Section("Most influential training examples",
-                text="For the first test queries: the query, its strongest proponents and its strongest opponents "
-                     "(flipped training labels in red).",
-                images=[figures["top"]] + ([figures["distribution"]] if "distribution" in figures else [])),
+                     "explain themselves." if metrics["n_flipped"] else
+                     "Large self-influence marks atypical training examples (and mislabelled ones, where labels exist).",
+                images=[figures["self_influence"]], tables=[suspicious]),
+        influential,
     ]
     if comparisons:
         sections.append(Section("Comparisons", text="Each point is one training example.", images=comparisons))
@@ -139,6 +154,29 @@ def _sections(run, metrics, self_influence, figures, comparisons) -> list[Sectio
                 for key, value in values.items()]
     sections.append(Section("Settings", tables=[Table("Resolved configuration", ["key", "value"], settings)]))
     return sections
+
+
+def scores_of(run: "Run") -> Scores:
+    return Scores.load(run.out / "scores")
+
+
+def _short(text: Any, limit: int = 160) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _text_neighbours(data, scores: Scores, n_queries: int, k: int) -> Table:
+    """Per query: its text, then its strongest proponents and opponents with their texts."""
+    from attributor.pipelines.run import label_text
+
+    rows = []
+    for q in range(n_queries):
+        rows.append([q, "query", "", "", label_text(data, data.y_test[q]), _short(data.texts_test[q])])
+        for kind, indices, values in (("proponent", scores.top_indices, scores.top_values),
+                                      ("opponent", scores.bottom_indices, scores.bottom_values)):
+            for rank, (j, v) in enumerate(zip(indices[q][:k], values[q][:k]), start=1):
+                rows.append([q, f"{kind} {rank}", int(j), float(v), label_text(data, data.y_train[j]), _short(data.texts_train[j])])
+    return Table("Queries and their most influential training texts", ["query", "kind", "train index", "score", "label", "text"], rows)
 
 
 def _last_checkpoint_self_influence(run: "Run") -> np.ndarray | None:
@@ -149,7 +187,7 @@ def _last_checkpoint_self_influence(run: "Run") -> np.ndarray | None:
     from attributor.pipelines.run import build_method
 
     args = run.config.score
-    last = len(run.config.train.checkpoint_epochs) - 1
+    last = len(run.checkpoints()) - 1
     takes_checkpoints = "checkpoints" in inspect.signature(Method.lookup(args.method).__init__).parameters
     if last < 1 or not takes_checkpoints or args.checkpoints == [last]:
         return None

@@ -33,20 +33,20 @@ import numpy as np
 from attributor._compare import differences
 from attributor._io import atomic_save_npy, atomic_write_json, atomic_write_text
 from attributor.config import RunConfig
-from attributor.data import ArrayDataset, DatasetSplits, data_id, load_dataset
-from attributor.errors import ConfigError, StoreError, StoreMismatchError
+from attributor.data import DatasetSplits, data_id, load_dataset
+from attributor.errors import ConfigError, StoreError, StoreMismatchError, UnknownNameError
 from attributor.features import FeatureStore, featurize, make_projector
 from attributor.methods import TrainingContext, get_method
 from attributor.models import build_model, load_checkpoint
-from attributor.models.training import evaluate_accuracy, train
+from attributor.models.training import evaluate, train
 from attributor.scores import Scores
-from attributor.task import ClassificationTask
+from attributor.tasks import Task, get_task
 
 __all__ = ["Run", "STAGES"]
 
 STAGES = ("data", "train", "featurize", "score", "report")
 #: config section -> the first stage it affects
-SECTION_STAGE = {"data": "data", "model": "train", "train": "train", "featurize": "featurize", "score": "score", "report": "report"}
+SECTION_STAGE = {"data": "data", "task": "data", "model": "data", "train": "train", "featurize": "featurize", "score": "score", "report": "report"}
 STAGE_ARTIFACTS = {
     "data": ["data.npz"],
     "train": ["checkpoints"],
@@ -68,12 +68,29 @@ class Run:
         self.out = Path(out)
         self.config = config
         self.progress = progress
-        self.task = ClassificationTask()
         self.timings: dict[str, float] = {}
         self._data: DatasetSplits | None = None
-        args = config.score  # refuse bad method arguments before anything is written
+        self._model: Any = None
+        # refuse an unknown task or bad method arguments before anything is written
+        self.task: Task = self._build_task()
+        args = config.score
         build_method(args.method, args.method_args, damping=args.damping, checkpoints=args.checkpoints)
         self._open(overwrite)
+
+    def _build_task(self) -> Task:
+        args, model = self.config.task, self.config.model
+        try:
+            Task.lookup(args.name)
+        except UnknownNameError:
+            if model.entry_point is None:
+                raise
+            from attributor.models.loading import load_entry_point
+
+            load_entry_point(model.entry_point)  # its module may define (and so register) the task
+        try:
+            return get_task(args.name, **args.args)
+        except TypeError as err:
+            raise ConfigError(f"task.args do not fit task {args.name!r}: {err}") from None
 
     # -- directory and config ---------------------------------------------------------
     def _open(self, overwrite: bool) -> None:
@@ -84,7 +101,8 @@ class Run:
             except Exception:
                 raise StoreError(f"{config_file} is unreadable; delete the run directory or use another --out") from None
             changed = differences(saved.model_dump(mode="json"), self.config.model_dump(mode="json"))
-            if changed and not overwrite:
+            started = any((self.out / name).exists() for names in STAGE_ARTIFACTS.values() for name in names)
+            if changed and not overwrite and started:
                 shown = "; ".join(f"{key}: {change}" for key, change in changed[:4])
                 raise StoreMismatchError(
                     f"the run in {self.out} was made with other settings ({shown}); "
@@ -109,26 +127,85 @@ class Run:
 
     # -- stages ---------------------------------------------------------------------
     def data(self) -> DatasetSplits:
-        """Prepared splits (cached in data.npz)."""
+        """Prepared splits (cached in data.npz): a built-in dataset or the user's data, encoded."""
         if self._data is None:
             path = self.out / "data.npz"
             if path.is_file():
                 self._data = DatasetSplits.load(path)
             else:
                 args = self.config.data
-                self._data = load_dataset(args.name, path=args.path, test_fraction=args.test_fraction,
-                                          label_noise=args.label_noise, max_train=args.max_train, seed=args.seed)
+                if args.is_builtin:
+                    self._data = load_dataset(args.dataset_name, test_fraction=args.test_fraction or 0.25,
+                                              label_noise=args.label_noise, max_train=args.max_train, seed=args.seed,
+                                              standardize=args.standardize is not False)
+                else:
+                    from attributor.data.user import load_user_data
+
+                    if args.name == "npz" and args.format is None:
+                        args = args.model_copy(update={"format": "npz"})
+                    self._data = load_user_data(args, task_name=self.config.task.name, tokenizer=self._tokenizer(),
+                                                label2id=self._label2id())
                 self._data.save(path)
         return self._data
 
+    def _tokenizer(self):
+        if not self.config.data.text:
+            return None
+        from attributor.models.loading import load_tokenizer
+
+        return load_tokenizer(self.config.model.tokenizer or self.config.model.hf_path)
+
+    def _label2id(self) -> dict[str, int] | None:
+        """The HF model's label2id (from its config.json), to encode string labels as the model does."""
+        if self.config.model.hf_path is None:
+            return None
+        try:
+            config = json.loads((Path(self.config.model.hf_path) / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        mapping = config.get("label2id")
+        return {str(k): int(v) for k, v in mapping.items()} if isinstance(mapping, dict) else None
+
     def model(self):
-        data = self.data()
-        args = self.config.model
-        kwargs = {"hidden": args.hidden} if args.name == "mlp" else {}
-        return build_model(args.name, data.X_train.shape[1], data.n_classes, seed=args.seed, **kwargs)
+        """A fresh copy of the model with its initial weights (checkpoints load into it)."""
+        if self._model is None:
+            self._model = self._build_model()
+        import copy
+
+        return copy.deepcopy(self._model)
+
+    def _build_model(self):
+        data, args = self.data(), self.config.model
+        n_features = int(np.prod(data.X_train.shape[1:])) if data.inputs_key is None else None
+        n_outputs = data.n_classes if data.target_kind == "class" else 1
+        if args.builtin is not None:
+            if n_features is None:
+                raise ConfigError(f"the built-in model {args.builtin!r} reads numeric features; for text set model.hf_path or model.entry_point")
+            kwargs = {"hidden": args.hidden} if args.builtin == "mlp" else {}
+            model = build_model(args.builtin, n_features, n_outputs, seed=args.seed, **kwargs)
+        elif args.entry_point is not None:
+            from attributor.models.loading import build_from_entry_point
+
+            model = build_from_entry_point(args.entry_point, args.kwargs, seed=args.seed, n_features=n_features,
+                                           n_classes=n_outputs)
+        else:
+            from attributor.models.loading import load_hf_model
+
+            model = load_hf_model(args.hf_path, args.hf_class, task_name=self.config.task.name,
+                                  attn_implementation=args.attn_implementation)
+            tokenizer = self._tokenizer()
+            if tokenizer is not None and getattr(model.config, "pad_token_id", None) is None:
+                model.config.pad_token_id = tokenizer.pad_token_id  # sequence classifiers find the last real token by it
+        if args.weights is not None:
+            load_checkpoint(model, args.weights)
+        return model.eval()
 
     def checkpoints(self) -> list[Path]:
-        """The checkpoint files, training them first if needed."""
+        """The checkpoint files: the user's (used in place), or trained here first if needed."""
+        if self.config.model.checkpoints is not None:
+            from attributor.models.loading import resolve_checkpoints
+
+            return resolve_checkpoints(self.config.model.checkpoints)
         args = self.config.train
         folder = self.out / "checkpoints"
         paths = [folder / f"epoch_{e:04d}.pt" for e in sorted(args.checkpoint_epochs)]
@@ -156,10 +233,11 @@ class Run:
         path = self.out / ("store" if shard is None else f"store-shard-{shard[0]}-of-{shard[1]}")
         finished = FeatureStore.exists(path) and _complete(FeatureStore.open(path), ("train", "test"))
         start = time.perf_counter()
-        for split, X, y in (("train", data.X_train, data.y_train), ("test", data.X_test, data.y_test)):
+        model = self.model()
+        for split, dataset in (("train", data.train()), ("test", data.test())):
             # featurize also checks that a finished store matches these settings and data
-            store = featurize(self.model(), self.task, ArrayDataset(X, y), checkpoints, path, projector,
-                              split=split, data_id=data_id(X, y), dtype=args.dtype, chunk_size=args.chunk_size,
+            store = featurize(model, self.task, dataset, checkpoints, path, projector,
+                              split=split, data_id=data_id(*data.arrays(split)), dtype=args.dtype, chunk_size=args.chunk_size,
                               batch_size=args.batch_size, progress=self.progress, shard=shard,
                               overwrite=shard is not None)
         if not finished and shard is None:
@@ -182,7 +260,7 @@ class Run:
         scores.save(folder)
         atomic_save_npy(folder / "self_influence.npy", self_influence)
         data = self.data()
-        write_topk_csv(self.out / "topk.csv", scores, data.y_test, data.y_train)
+        write_topk_csv(self.out / "topk.csv", scores, data)
         write_self_influence_csv(self.out / "self_influence.csv", self_influence, data)
         atomic_write_json(self.out / "metadata.json", self._metadata(store, method.spec(), scores))
         return scores, self_influence
@@ -201,19 +279,38 @@ class Run:
         scores, self_influence = self.scores()
         return write_report(self, scores, self_influence)
 
-    def final_accuracy(self) -> float:
-        model = self.model()
-        load_checkpoint(model, self.checkpoints()[-1])
-        data = self.data()
-        return evaluate_accuracy(model, data.X_test, data.y_test)
+    def final_accuracy(self) -> float | None:
+        """Test accuracy of the last checkpoint (None when the task has no classes)."""
+        return self.test_metrics().get("accuracy")
+
+    def test_metrics(self) -> dict[str, float]:
+        """The last checkpoint on the test split: accuracy (classes), mse (regression), mean task loss."""
+        if not hasattr(self, "_test_metrics"):
+            model = self.model()
+            load_checkpoint(model, self.checkpoints()[-1])
+            data = self.data()
+            self._test_metrics = evaluate(model, self.task, data.test(), data.target_kind)
+        return self._test_metrics
+
+    def _model_summary(self) -> dict[str, Any]:
+        args, model = self.config.model, self.model()
+        source = ({"builtin": args.builtin} if args.builtin else {"entry_point": args.entry_point} if args.entry_point
+                  else {"hf_path": args.hf_path, "hf_class": type(model).__name__})
+        return {**source, "class": type(model).__name__, "n_parameters": int(sum(p.numel() for p in model.parameters())),
+                "weights": args.weights, "trained_here": args.checkpoints is None}
 
     def _metadata(self, store: FeatureStore | None, method_spec: dict[str, Any], scores: Scores) -> dict[str, Any]:
         import torch
 
         import attributor
 
+        data = self.data()
         return {
             "config": self.config.model_dump(mode="json"),
+            "data": data.source,
+            "task": self.task.spec(),
+            "model": self._model_summary(),
+            "checkpoints": [str(p) for p in self.checkpoints()],
             "method": method_spec,
             "store": {key: store.settings[key] for key in ("checkpoints", "projector", "dtype", "n_params", "dim")} if store else None,
             "n_train": int(scores.meta["n_train"]),
@@ -225,16 +322,25 @@ class Run:
         }
 
 
-def write_topk_csv(path: Path, scores: Scores, query_labels: np.ndarray, train_labels: np.ndarray) -> None:
-    """Long-format top-k: one row per (query, kind, rank)."""
+def label_text(data: DatasetSplits, label: Any) -> str:
+    """A label as shown in CSV files: the class index, a regression target, or empty (no target)."""
+    if data.target_kind == "class":
+        return str(int(label))
+    return f"{float(label):.6g}" if data.target_kind == "value" else ""
+
+
+def write_topk_csv(path: Path, scores: Scores, data: DatasetSplits) -> None:
+    """Long-format top-k: one row per (query, kind, rank); the training text too for text data."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["query", "query_label", "kind", "rank", "train_index", "score", "train_label"])
+    texts = data.texts_train is not None
+    writer.writerow(["query", "query_label", "kind", "rank", "train_index", "score", "train_label"] + (["train_text"] if texts else []))
     for kind, indices, values in (("proponent", scores.top_indices, scores.top_values),
                                   ("opponent", scores.bottom_indices, scores.bottom_values)):
         for q in range(scores.n_queries):
             for rank, (j, v) in enumerate(zip(indices[q], values[q]), start=1):
-                writer.writerow([q, int(query_labels[q]), kind, rank, int(j), f"{v:.8g}", int(train_labels[j])])
+                row = [q, label_text(data, data.y_test[q]), kind, rank, int(j), f"{v:.8g}", label_text(data, data.y_train[j])]
+                writer.writerow(row + ([str(data.texts_train[j])] if texts else []))
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -242,9 +348,12 @@ def write_self_influence_csv(path: Path, self_influence: np.ndarray, data: Datas
     """Training examples ranked by self-influence, most suspicious first."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["rank", "train_index", "self_influence", "label", "original_label", "flipped"])
+    texts = data.texts_train is not None
+    writer.writerow(["rank", "train_index", "self_influence", "label", "original_label", "flipped"] + (["text"] if texts else []))
     for rank, j in enumerate(np.argsort(-self_influence, kind="stable"), start=1):
-        writer.writerow([rank, int(j), f"{self_influence[j]:.8g}", int(data.y_train[j]), int(data.y_train_clean[j]), int(data.flipped[j])])
+        row = [rank, int(j), f"{self_influence[j]:.8g}", label_text(data, data.y_train[j]), label_text(data, data.y_train_clean[j]),
+               int(data.flipped[j])]
+        writer.writerow(row + ([str(data.texts_train[j])] if texts else []))
     atomic_write_text(path, buffer.getvalue())
 
 

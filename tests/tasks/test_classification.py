@@ -1,4 +1,4 @@
-"""ClassificationTask against naive float64 formulas; the task registry."""
+"""ClassificationTask against naive float64 formulas; its batch formats and checks; get_task."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attributor.errors import UnknownNameError
-from attributor.task import ClassificationTask, Task, get_task
+from attributor.errors import DataError, UnknownNameError
+from attributor.tasks import ClassificationTask, Task, get_task
 
 
 def _problem(batch: int, seed: int = 0):
@@ -101,3 +101,80 @@ def test_the_default_measure_runs_measurement_then_q_without_gradients():
     measurement, out_to_loss = Plain().measure(model, batch)
     torch.testing.assert_close(measurement, model(batch[0])[:, 0])
     assert out_to_loss.tolist() == [1.0, 1.0, 1.0] and not out_to_loss.requires_grad
+
+
+# -- batch formats and validation ----------------------------------------------------------
+
+class Keyword(torch.nn.Module):
+    """An HF-like classifier: keyword inputs, an output object with ``.logits``."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, features, scale=None):
+        logits = self.inner(features) * (1.0 if scale is None else scale)
+        return type("Output", (), {"logits": logits})()
+
+
+def test_mapping_inputs_and_mapping_batches_match_the_pair_form():
+    model, (inputs, labels) = _problem(5, seed=6)
+    task = ClassificationTask()
+    expected = task.measurement(model, (inputs, labels))
+    torch.testing.assert_close(task.measurement(Keyword(model), ({"features": inputs}, labels)), expected)
+    torch.testing.assert_close(task.measurement(Keyword(model), {"features": inputs, "labels": labels}), expected)
+    task.validate_batch(Keyword(model), {"features": inputs, "labels": labels})
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda x, y: (x, y.double()), "cast them with labels.long.*'regression' task"),
+    (lambda x, y: (x, y.unsqueeze(1)), r"shape \(B,\)"),
+    (lambda x, y: (x, y + 4), r"must lie in \[0, 4\).*re-encode"),
+    (lambda x, y: (x, y - 4), r"must lie in \[0, 4\)"),
+    (lambda x, y: (x,), r"\(inputs, labels\) or a mapping"),
+    (lambda x, y: {"features": x}, "needs a 'labels' key"),
+])
+def test_validate_batch_says_what_to_change(change, message):
+    model, (inputs, labels) = _problem(6, seed=7)
+    with pytest.raises(DataError, match=message):
+        ClassificationTask().validate_batch(model, change(inputs, labels))
+
+
+def test_float64_inputs_to_a_float32_model_are_refused():
+    model, batch = _problem(3, seed=7)
+    with pytest.raises(DataError, match="inputs are float64 but the model's parameters are float32: cast"):
+        ClassificationTask().validate_batch(model.float(), batch)
+
+
+def test_cheap_checks_also_run_in_the_forward_and_logits_must_be_2d():
+    model, (inputs, labels) = _problem(3, seed=8)
+    with pytest.raises(DataError, match="integer dtype"):
+        ClassificationTask().train_loss(model, (inputs, labels.float()))
+    with pytest.raises(DataError, match=r"logits of shape \(B, C\)"):
+        ClassificationTask().measurement(lambda x: model(x).unsqueeze(1), (inputs, labels))
+
+
+def test_token_ids_outside_the_vocabulary_are_refused():
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Flatten(), torch.nn.Linear(12, 2))
+
+    class Ids(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def get_input_embeddings(self):
+            return model[0]
+
+        def forward(self, input_ids):
+            return self.net(input_ids)
+
+    batch = {"input_ids": torch.tensor([[1, 2, 3], [4, 5, 12]]), "labels": torch.tensor([0, 1])}
+    with pytest.raises(DataError, match=r"input_ids range over \[1, 12\].*10 rows"):
+        ClassificationTask().validate_batch(Ids(), batch)
+
+
+def test_validate_batch_leaves_the_model_mode_alone():
+    model, batch = _problem(4, seed=9)
+    model.train()
+    ClassificationTask().validate_batch(model, batch)
+    assert model.training
