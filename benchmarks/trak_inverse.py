@@ -11,12 +11,12 @@ idle and with it busy (a pure-Python busy-loop subprocess), times
   * ``new-uncapped``: the same with the caller's thread count for the factorisation (only
     where that differs from ``new``), the measurement behind the thread rule;
 
-``fit_s`` is the factorisation/inverse (median of ``--reps``), ``apply_s`` the query side
-for 1,024 queries (median). Accuracy, per row: ``rel_residual`` = ||A X - B||_F /
+``fit_s`` is the factorisation/inverse (median of ``--reps``, fewer once a row has spent
+4 s; ``fit_s_max`` the slowest), ``apply_s`` the query side for 1,024 queries (median). Accuracy, per row: ``rel_residual`` = ||A X - B||_F /
 (||A||_F ||X||_F) of the query solve X (A = K + lambda I, B = the queries transposed:
 backward error, needs no reference) and ``score_rel_err`` = max |S - S_ref| / max |S_ref|
 of the scores S = queries A^{-1} Phi^T for 256 training rows against a float64 reference
-(numpy's LU ``solve``; for the undamped case the SVD pseudo-inverse of Phi).
+(numpy's LU ``solve``; in the undamped case the exact answer, see ``make_problem``).
 
 Cases: ``damped``: n = 2k training rows of projected features with a decaying spectrum
 (latent singular values 1/j, mixed by a Gaussian k x k projection), damping 1e-2 (TRAK's
@@ -79,7 +79,8 @@ def make_problem(case: str, k: int, seed: int = 0) -> dict:
     else:
         n = k - 1
         phi = torch.randn(n, k, generator=g, dtype=torch.float64)
-        queries = torch.randn(N_QUERIES, n, generator=g, dtype=torch.float64) @ phi / n**0.5  # in the row space
+        mix = torch.randn(N_QUERIES, n, generator=g, dtype=torch.float64) / n**0.5
+        queries = mix @ phi  # in the row space of Phi
         damping = 0.0
     kernel = phi.T @ phi
     a = kernel.numpy().copy()
@@ -87,18 +88,21 @@ def make_problem(case: str, k: int, seed: int = 0) -> dict:
     scored = phi[:N_SCORED].numpy()
     if damping > 0:
         reference = np.linalg.solve(a, queries.numpy().T).T @ scored.T
-    else:  # K^+ Phi^T = pinv(Phi), from the SVD of Phi (not of the squared kernel)
-        reference = (queries.numpy() @ np.linalg.pinv(phi.numpy()))[:, :N_SCORED]
+    else:  # Phi has full row rank n, so Phi K^+ Phi^T = Phi pinv(Phi) = I and the scores are mix
+        reference = mix[:, :N_SCORED].numpy()
     return {"case": case, "k": k, "n": n, "damping": damping, "kernel": kernel, "damped": torch.from_numpy(a),
             "queries": queries, "scored": torch.from_numpy(scored), "reference": reference}
 
 
-def timed(function, reps: int) -> tuple[list[float], object]:
+def timed(function, reps: int, budget_s: float = 4.0) -> tuple[list[float], object]:
+    """Up to ``reps`` timings of ``function()``; no further repetition once ``budget_s`` is spent."""
     seconds, result = [], None
     for _ in range(reps):
         start = time.perf_counter()
         result = function()
         seconds.append(time.perf_counter() - start)
+        if sum(seconds) > budget_s:
+            break
     return seconds, result
 
 

@@ -46,8 +46,7 @@ class Registered(ABC):
             cls._registry = {}
             cls._kind = kind
             cls._auto_key = bool(auto_key)
-            return
-        if auto_key is not None:
+        elif auto_key is not None:
             raise TypeError(f"auto_key is declared once, at the root of a family (with kind=), not on {cls.__name__}")
         if key is None and cls._auto_key and not inspect.isabstract(cls):
             key = cls.__name__
@@ -63,7 +62,7 @@ class Registered(ABC):
                 raise ValueError(f"{cls._kind} {key!r} is registered twice: by {_where(known)} and by {_where(cls)}; "
                                  "give one of them another key")
             warnings.warn(f"{cls._kind} {key!r} is defined again ({_where(cls)}); the new definition replaces the old one",
-                          stacklevel=4)
+                          stacklevel=4)  # the class statement (through ABCMeta.__new__)
         cls.key = key
         cls._registry[key] = cls
 

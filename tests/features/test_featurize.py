@@ -70,6 +70,54 @@ def test_model_training_mode_is_restored(problem, tmp_path):
     assert model.training
 
 
+def _with_own_weights(model):
+    """``model`` with weights of its own (not a checkpoint's) and mixed train/eval modes."""
+    model.load_state_dict(mlp(d=6, n_classes=3, hidden=(8,), seed=99).state_dict())
+    model.train()
+    model.net[0].eval()
+    return model
+
+
+def _snapshot(model):
+    return ({k: v.detach().clone() for k, v in model.state_dict().items()}, [m.training for m in model.modules()],
+            [id(p) for p in model.parameters()])
+
+
+def _assert_as_before(model, before):
+    state, modes, ids = before
+    now = model.state_dict()
+    assert list(now) == list(state)
+    for key, value in state.items():
+        assert now[key].dtype == value.dtype and torch.equal(now[key], value), key  # bit-identical
+    assert [m.training for m in model.modules()] == modes
+    assert [id(p) for p in model.parameters()] == ids  # the same parameter objects (an optimizer still holds them)
+
+
+@pytest.mark.parametrize("projector", ["identity", "factored"])
+def test_the_callers_model_comes_back_as_it_was(problem, tmp_path, projector):
+    """featurize loads every checkpoint into the model it is given; the caller gets its own
+    weights and every module's train/eval mode back."""
+    model = _with_own_weights(problem[0])
+    before = _snapshot(model)
+    _run(problem, tmp_path / "s", projector=make_projector("factored", dim=30, seed=1) if projector == "factored" else None)
+    _assert_as_before(model, before)
+
+
+def test_the_callers_model_comes_back_after_an_error_mid_way(problem, tmp_path):
+    model, inputs, labels, _ = problem
+    _with_own_weights(model)
+    before = _snapshot(model)
+    crashing = FailingDataset(dataset(inputs, labels), fail_after=N + 21)  # dies in chunk 1 of checkpoint 1
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(problem, tmp_path / "s", data=crashing)
+    _assert_as_before(model, before)
+    bad = inputs.clone()
+    bad[20, 3] = float("nan")
+    with pytest.raises(DataError):
+        _run(problem, tmp_path / "nan", data=dataset(bad, labels))
+    _assert_as_before(model, before)
+
+
 def test_resume_after_a_crash_gives_identical_features(problem, tmp_path):
     model, inputs, labels, _ = problem
     full = _run(problem, tmp_path / "a")

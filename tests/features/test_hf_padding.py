@@ -4,7 +4,8 @@
     each example alone at its own length without a mask: padding does not leak;
 (b) factored: ``featurize`` with the factored projector equals those exact gradients times
     each layer's Kronecker factors (tests/features/test_factored.py's explicit answer);
-    position and token-type embeddings are tracked (the first on the whole-model exact path).
+    position and token-type embeddings are tracked (the first on the whole-model exact path);
+    also the contrastive task on a BERT encoder (m + 2 model calls per batch, mean pooling).
 Plus the mask patch itself (attributor.features._hf): scoped, nested, restored.
 """
 
@@ -19,14 +20,16 @@ import torch
 from torch.utils.data import Dataset
 
 from test_factored import _explicit
-from tiny_hf import bert_classifier, classification_batch, gpt2_lm, lm_batch, unpadded
+from torch.utils._pytree import tree_leaves, tree_map
+
+from hf_zoo import bert_classifier, bert_encoder, classification_batch, contrastive_batch, gpt2_lm, lm_batch, unpadded
 
 from attributor.features import featurize, make_projector, per_example_gradients
 from attributor.features._hf import functorch_safe_hf_masks
 from attributor.features.featurize import make_featurizer
 from attributor.features.gradients import tracked_parameter_names
 from attributor.models import save_checkpoint
-from attributor.tasks import CausalLMTask, SequenceClassificationTask
+from attributor.tasks import CausalLMTask, ContrastiveTask, SequenceClassificationTask
 
 SDPA_FALLBACK = "ignore:There is a performance drop"  # torch.func's batching rule for sdpa
 
@@ -37,6 +40,10 @@ def _bert(attention="eager"):
 
 def _gpt2(attention="eager"):
     return CausalLMTask(), gpt2_lm(seed=0, attention=attention), lm_batch([7, 5, 3, 6], prompts=[2, 3, 1, 0], seed=2)
+
+
+def _contrastive():
+    return ContrastiveTask(temperature=0.1), bert_encoder(seed=0), contrastive_batch(seed=3)
 
 
 PROBLEMS = {"bert": _bert, "gpt2": _gpt2}
@@ -76,15 +83,15 @@ class Rows(Dataset):
         self.batch = batch
 
     def __len__(self):
-        return self.batch["input_ids"].shape[0]
+        return tree_leaves(self.batch)[0].shape[0]
 
     def __getitem__(self, i):
-        return {key: value[i] for key, value in self.batch.items()}
+        return tree_map(lambda value: value[i], self.batch)
 
 
-@pytest.mark.parametrize("model_name", sorted(PROBLEMS))
+@pytest.mark.parametrize("model_name", ["bert", "contrastive", "gpt2"])
 def test_factored_featurize_equals_kronecker_projected_exact_gradients(model_name, tmp_path):
-    task, model, batch = PROBLEMS[model_name]()
+    task, model, batch = {**PROBLEMS, "contrastive": _contrastive}[model_name]()
     checkpoint = save_checkpoint(model, tmp_path / "ckpt0.pt")
     projector = make_projector("factored", 400, seed=3)
     store = featurize(model, task, Rows(batch), [checkpoint], tmp_path / "store", projector, dtype="float64",
@@ -92,11 +99,12 @@ def test_factored_featurize_equals_kronecker_projected_exact_gradients(model_nam
     featurizer = make_featurizer(model, task, projector)
     blocks = {b.weight for b in featurizer.plan.blocks}
     embeddings = {"bert": ["bert.embeddings.position_embeddings.weight", "bert.embeddings.token_type_embeddings.weight"],
+                  "contrastive": ["embeddings.position_embeddings.weight", "embeddings.word_embeddings.weight"],
                   "gpt2": ["transformer.wpe.weight", "transformer.wte.weight"]}[model_name]
     assert set(embeddings) <= blocks and featurizer.plan.rest  # LayerNorms on the replay path
     expected = _explicit(featurizer, model, task, batch, 0).numpy()
     features = store.features("train", 0)
-    assert features.shape == expected.shape == (4, featurizer.dim)
+    assert features.shape == expected.shape == (len(Rows(batch)), featurizer.dim)
     np.testing.assert_allclose(features, expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(store.out_to_loss("train", 0), task.out_to_loss(model, batch).detach().numpy(), rtol=1e-12)
 

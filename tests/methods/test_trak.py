@@ -244,25 +244,32 @@ def test_registry():
     assert "trak" in str(info.value)
 
 
-def test_shared_damping_uses_one_ridge_for_the_whole_ensemble(tmp_path):
-    """damping_scale='shared': lambda = d * mean_m trace(K_m) / k for every checkpoint (traker's lambda_reg)."""
-    rng = np.random.default_rng(0)
-    k, n, m = 3, 8, 4
-    settings = {"task": {"task": "classification"}, "checkpoints": ["a", "b"],
+def _store_from_arrays(path, phi, psi, q):
+    """A float64 store with one checkpoint per (phi (n, k), psi (m, k), q (n,)) triple: splits "train", "query"."""
+    (n, k), m = phi[0].shape, psi[0].shape[0]
+    settings = {"task": {"task": "classification"}, "checkpoints": [f"c{c}" for c in range(len(phi))],
                 "projector": {"kind": "gaussian", "dim": k, "seed": 0, "block_rows": 4096},
                 "dtype": "float64", "chunk_size": 4, "n_params": 10, "dim": k}
-    store = FeatureStore.create(tmp_path / "s", settings)
-    phi = [rng.standard_normal((n, k)), 5.0 * rng.standard_normal((n, k))]  # very different kernel traces
-    psi = [rng.standard_normal((m, k)), 5.0 * rng.standard_normal((m, k))]
-    q = [rng.random(n), rng.random(n)]
+    store = FeatureStore.create(path, settings)
     store.add_split("train", n)
     store.add_split("query", m)
     with store.writing():
-        for c in range(2):
+        for c in range(len(phi)):
             for i, (_, lo, hi) in enumerate(store.chunk_bounds("train")):
                 store.write_chunk("train", c, i, phi[c][lo:hi], q[c][lo:hi])
             for i, (_, lo, hi) in enumerate(store.chunk_bounds("query")):
                 store.write_chunk("query", c, i, psi[c][lo:hi], np.ones(hi - lo))
+    return store
+
+
+def test_shared_damping_uses_one_ridge_for_the_whole_ensemble(tmp_path):
+    """damping_scale='shared': lambda = d * mean_m trace(K_m) / k for every checkpoint (traker's lambda_reg)."""
+    rng = np.random.default_rng(0)
+    k, n, m = 3, 8, 4
+    phi = [rng.standard_normal((n, k)), 5.0 * rng.standard_normal((n, k))]  # very different kernel traces
+    psi = [rng.standard_normal((m, k)), 5.0 * rng.standard_normal((m, k))]
+    q = [rng.random(n), rng.random(n)]
+    store = _store_from_arrays(tmp_path / "s", phi, psi, q)
     damping = 0.3
     lam = damping * np.mean([np.trace(p.T @ p) for p in phi]) / k
     exact = sum(s @ np.linalg.solve(p.T @ p + lam * np.eye(k), p.T) for p, s in zip(phi, psi)) / 2 * np.mean(q, axis=0)
@@ -272,3 +279,51 @@ def test_shared_damping_uses_one_ridge_for_the_whole_ensemble(tmp_path):
     assert _relative_error(per_checkpoint, exact) > 1e-3
     with pytest.raises(ConfigError, match="damping_scale"):
         TRAK(damping_scale="global").fit(store)
+
+
+def test_damping_zero_on_a_singular_kernel_is_the_pseudo_inverse(tmp_path):
+    """n = k - 1 examples: Phi^T Phi is singular, but a Cholesky factorisation often succeeds on
+    round-off (about half of these seeds) and returns garbage; damping 0 must give numpy's pinv."""
+    rng = np.random.default_rng(0)
+    k, n, m, n_checkpoints = 6, 5, 3, 12
+    phi = [rng.standard_normal((n, k)) for _ in range(n_checkpoints)]
+    psi = [rng.standard_normal((m, k)) for _ in range(n_checkpoints)]  # with a component outside the span
+    q = [rng.random(n) for _ in range(n_checkpoints)]
+    store = _store_from_arrays(tmp_path / "s", phi, psi, q)
+    for c in range(n_checkpoints):
+        pinv = np.linalg.pinv(phi[c].T @ phi[c])
+        method = TRAK(damping=0.0, checkpoints=[c]).fit(store)
+        scores = method.score("query").values
+        assert _relative_error(scores, psi[c] @ pinv @ phi[c].T * q[c]) <= 1e-8, c
+        self_influence = method.self_influence()
+        assert _relative_error(self_influence, np.einsum("ik,kl,il->i", phi[c], pinv, phi[c]) * q[c]) <= 1e-8, c
+        assert (self_influence >= 0).all()
+
+
+def test_factorisation_of_a_small_kernel_runs_on_one_thread_and_restores_the_count(problem, monkeypatch):
+    """Below PARALLEL_FACTOR_MIN_DIM the factorisation is scoped to one torch thread (a second
+    thread loses several-fold on a busy 2-core machine); the caller's count comes back, also
+    after an error."""
+    cholesky = torch.linalg.cholesky_ex
+    seen = []
+
+    def recording(matrix, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return cholesky(matrix, *args, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(torch.linalg, "cholesky_ex", recording)
+        TRAK(damping=DAMPING).fit(problem["store"])
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+
+        def failing(matrix, *args, **kwargs):
+            raise RuntimeError("simulated failure")
+
+        monkeypatch.setattr(torch.linalg, "cholesky_ex", failing)
+        with pytest.raises(RuntimeError, match="simulated"):
+            TRAK(damping=DAMPING).fit(problem["store"])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

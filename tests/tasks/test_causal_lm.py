@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tiny_hf import VOCAB, gpt2_lm, lm_batch
+from hf_zoo import VOCAB, gpt2_lm, lm_batch
 
 from attributor.errors import DataError
 from attributor.tasks import CausalLMTask

@@ -178,3 +178,16 @@ def test_validate_batch_leaves_the_model_mode_alone():
     model.train()
     ClassificationTask().validate_batch(model, batch)
     assert model.training
+
+
+def test_featurize_validates_the_first_batch(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from attributor.features import featurize, make_projector
+    from attributor.models import save_checkpoint
+
+    model, (inputs, labels) = _problem(6, seed=10)
+    checkpoint = save_checkpoint(model, tmp_path / "ckpt.pt")
+    with pytest.raises(DataError, match=r"must lie in \[0, 4\)"):
+        featurize(model, ClassificationTask(), TensorDataset(inputs, labels + 4), [checkpoint], tmp_path / "store",
+                  make_projector("identity"), progress=False)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tiny_hf import bert_encoder, contrastive_batch
+from hf_zoo import bert_encoder, contrastive_batch
 
 from attributor.errors import ConfigError, DataError
 from attributor.tasks import ContrastiveTask

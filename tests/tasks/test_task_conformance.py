@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch.utils._pytree import tree_map
 
-from tiny_hf import bert_classifier, bert_encoder, classification_batch, contrastive_batch, gpt2_lm, lm_batch
+from hf_zoo import bert_classifier, bert_encoder, classification_batch, contrastive_batch, gpt2_lm, lm_batch
 from zoo import classification_data, mlp
 
 from attributor.features.gradients import per_example_gradients, tracked_parameter_names

@@ -54,7 +54,8 @@ def load_user_data(args: Any, *, task_name: str, tokenizer: Any = None, label2id
     train, test, split = _tables(args)
     kind = target_kind_of(task_name)
     name = Path(args.path or args.train).name
-    source: dict[str, Any] = {"files": [t.source for t in ((train, test) if test is not train else (train,))],
+    files = {(t.source["path"], t.source.get("split")): t.source for t in (train, test)}
+    source: dict[str, Any] = {"files": list(files.values()),
                               "split": split, "preprocessing": [], "corruptions": []}
     target = None if kind == "none" else _target_column(train, args.target)
     if target is not None and kind is None:
@@ -278,7 +279,7 @@ def _text_column(table: Table, name: str) -> list[str]:
 
 
 def _display_text(table: Table, args: Any) -> np.ndarray:
-    parts = ([args.prompt] if args.prompt else []) + list(args.text)
+    parts = ([args.prompt] if args.prompt in table.names else []) + list(args.text)
     texts = [_text_column(table, c) for c in parts]
     return np.array([" | ".join(row) for row in zip(*texts)], dtype=str)
 
@@ -291,6 +292,8 @@ def _tokenize(args: Any, task_name: str, tokenizer: Any, train: Table, test: Tab
     if task_name == "causal-lm":
         if len(args.text) != 1:
             raise ConfigError("causal-lm reads one data.text column (and data.prompt for the context)")
+        if args.prompt and args.prompt not in train.names and args.prompt not in test.names:
+            train.column(args.prompt)  # missing everywhere: a typo, say so
         rows = {split: _lm_rows(tokenizer, table, args) for split, table in (("train", train), ("test", test))}
     else:
         rows = {}
@@ -308,7 +311,8 @@ def _tokenize(args: Any, task_name: str, tokenizer: Any, train: Table, test: Tab
 def _lm_rows(tokenizer: Any, table: Table, args: Any) -> list[dict[str, list[int]]]:
     """input_ids, attention_mask and labels (-100 on prompt tokens) per row, truncated on the right."""
     texts = _text_column(table, args.text[0])
-    prompts = _text_column(table, args.prompt) if args.prompt else [""] * len(texts)
+    # a split without the prompt column (fine-tuning documents) is scored in full
+    prompts = _text_column(table, args.prompt) if args.prompt in table.names else [""] * len(texts)
     rows, empty = [], []
     for i, (prompt, text) in enumerate(zip(prompts, texts)):
         context = tokenizer(prompt)["input_ids"] if prompt else []

@@ -14,6 +14,8 @@ then ``projector.project``).
 
 Memory is bounded by two chunks: the dataset is read item by item (map-style, any size),
 and features of at most ``chunk_size`` rows are computed while the previous chunk is written.
+Besides, one copy of the model's own state dict is held while the checkpoints are loaded
+into it, and put back at the end (also after an error): the caller's model comes back as it was.
 
 Sharding: ``shard=(i, n)`` featurizes only shard i of n, the contiguous range of chunk
 indices ``[i * C // n, (i + 1) * C // n)`` of each split of C chunks, into its own store
@@ -35,7 +37,7 @@ from attributor.errors import DataError
 from attributor.features.gradients import count_parameters, per_example_gradients, tracked_parameter_names
 from attributor.features.projection import Projector
 from attributor.features.store import FeatureStore
-from attributor.models.checkpoints import checkpoint_id, load_checkpoint
+from attributor.models.checkpoints import checkpoint_id, load_checkpoint, restoring_state
 from attributor.progress import progress_bar
 from attributor.tasks import Task
 
@@ -133,7 +135,9 @@ def featurize(
     """Featurize ``dataset`` into split ``split`` of the store at ``store_path``.
 
     Args:
-        model: the architecture; weights are loaded from each checkpoint in turn.
+        model: the architecture; weights are loaded from each checkpoint in turn, and the
+            model's own weights and train/eval modes are put back when featurize returns or
+            raises (a copy of its state dict is held meanwhile).
         task: what to differentiate (``task.measurement``) and TRAK's Q.
         dataset: map-style; ``dataset[i]`` is one example, collated with ``default_collate``.
         checkpoints: state-dict files (loaded with ``weights_only=True``), the ensemble.
@@ -157,13 +161,10 @@ def featurize(
     todo = [(c, bounds) for c in range(len(checkpoints)) for bounds in store.missing_chunks(split, c) if bounds[0] in mine]
     if not todo:
         return store
-    was_training = model.training
-    model.eval()
-    try:
+    with restoring_state(model):  # the user's weights and train/eval modes come back, also on an error
+        model.eval()
         with store.writing(), featurizer, progress_bar(total=sum(b[2] - b[1] for _, b in todo), desc=f"featurize {split}", enabled=progress) as bar:
             _featurize_chunks(model, dataset, store, featurizer, checkpoints, split, todo, batch_size, bar)
-    finally:
-        model.train(was_training)
     return store
 
 

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from attributor.errors import DataError
 from attributor.models.checkpoints import save_checkpoint
 from attributor.progress import progress_bar
-from attributor.task import Task
+from attributor.tasks import Task
 
 __all__ = ["train", "fit_lbfgs", "evaluate_accuracy", "evaluate"]
 

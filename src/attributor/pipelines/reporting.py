@@ -72,7 +72,7 @@ def write_report(run: "Run", scores: Scores, self_influence: np.ndarray) -> dict
         "self_influence": plot_self_influence_by_group(self_influence, list(groups), plots / "self_influence_by_group.png",
                                                        title="Self-influence of clean and flipped training examples"),
     }
-    if data.inputs_key is None:  # numeric inputs can be drawn (images or bar plots); text is listed in a table
+    if data.inputs_key is None and data.has_classes:  # numeric inputs drawn with their classes; text is listed in a table
         figures["top"] = plot_top_influential(data.X_test, data.y_test, data.X_train, data.y_train, scores.top_indices,
                                               scores.top_values, scores.bottom_indices, scores.bottom_values,
                                               plots / "top_influential.png", image_shape=data.image_shape,

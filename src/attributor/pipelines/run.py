@@ -47,6 +47,8 @@ __all__ = ["Run", "STAGES"]
 STAGES = ("data", "train", "featurize", "score", "report")
 #: config section -> the first stage it affects
 SECTION_STAGE = {"data": "data", "task": "data", "model": "data", "train": "train", "featurize": "featurize", "score": "score", "report": "report"}
+#: marks a checkpoints/ folder a run trained itself (only such a folder is ever deleted)
+TRAINED_MARK = ".trained-by-attributor"
 STAGE_ARTIFACTS = {
     "data": ["data.npz"],
     "train": ["checkpoints"],
@@ -112,14 +114,32 @@ class Run:
                 first = min(STAGES.index(SECTION_STAGE[key.split(".")[0]]) for key, _ in changed)
                 for stage in STAGES[first:]:
                     self._remove(stage)
-        elif self.out.exists() and any(self.out.iterdir()):
-            raise StoreError(f"{self.out} exists and is not an attributor run directory; choose another --out")
+        elif self.out.exists():
+            # a folder holding only inputs the config names (the user's checkpoints, say) becomes the run directory;
+            # anything else in it might be precious: refuse
+            inputs = [Path(p).resolve() for p in self._input_paths()]
+            foreign = [p.name for p in self.out.iterdir() if not any(i == p.resolve() or p.resolve() in i.parents for i in inputs)]
+            if foreign:
+                raise StoreError(f"{self.out} exists and is not an attributor run directory (it holds {', '.join(sorted(foreign)[:3])}); "
+                                 "choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(config_file, self.config.model_dump(mode="json"))
+
+    def _input_paths(self) -> list[str]:
+        """The files the config reads (data, model, checkpoints), globs expanded."""
+        import glob
+
+        data, model = self.config.data, self.config.model
+        paths = [p for p in (data.path, data.train, data.test, model.hf_path, model.tokenizer, model.weights) if p]
+        for entry in model.checkpoints or []:
+            paths += glob.glob(entry) if glob.has_magic(entry) else [entry]
+        return paths
 
     def _remove(self, stage: str) -> None:
         for name in STAGE_ARTIFACTS[stage]:
             path = self.out / name
+            if name == "checkpoints" and not (path / TRAINED_MARK).is_file():
+                continue  # not trained by a run: the user's own files are never deleted
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.exists():
@@ -212,7 +232,11 @@ class Run:
         if all(p.is_file() for p in paths):
             return paths
         start = time.perf_counter()
+        if folder.exists() and not (folder / TRAINED_MARK).is_file():
+            raise StoreError(f"{folder} holds files a run did not write; move them (and name them in model.checkpoints to use them)")
         shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        (folder / TRAINED_MARK).write_text("checkpoints trained by attributor; removed when the train settings change\n")
         train(self.model(), self.task, self.data().train(), folder, epochs=args.epochs,
               checkpoint_epochs=args.checkpoint_epochs, lr=args.lr, weight_decay=args.weight_decay,
               batch_size=args.batch_size, seed=args.seed, progress=self.progress)

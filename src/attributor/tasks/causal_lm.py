@@ -2,9 +2,9 @@
 
 Batch: one mapping ``{"input_ids": (B, T), "attention_mask": (B, T), "labels": (B, T)}``
 (padded together; the mask may be left out of a batch without padding; any other key goes
-to the model too). ``labels`` follow the Hugging
-Face convention: aligned with ``input_ids`` (``labels[b, t] == input_ids[b, t]`` where
-scored) and -100 at the positions not scored (the prompt, padding). The task shifts them:
+to the model too). ``labels`` follow the Hugging Face convention: aligned with
+``input_ids`` (``labels[b, t] == input_ids[b, t]`` where scored) and -100 at the
+positions not scored (the prompt, padding). The task shifts them:
 ``logits[:, t]`` predicts ``labels[:, t + 1]``, so a label at position 0 is never scored.
 The model returns logits (B, T, V), or an output with ``.logits`` (``AutoModelForCausalLM``).
 

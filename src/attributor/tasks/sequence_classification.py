@@ -2,7 +2,8 @@
 
 Batch: one mapping ``{"input_ids": (B, T), "attention_mask": (B, T), ["token_type_ids":
 (B, T)], "labels": (B,)}``, padded together (any side; the mask may be left out of a batch
-without padding); every key but ``"labels"`` goes to the model as a keyword argument, and the model returns an output with ``.logits`` (B, C).
+without padding); every key but ``"labels"`` goes to the model as a keyword argument, and
+the model returns an output with ``.logits`` (B, C).
 
 The mathematics is classification's (:mod:`attributor.tasks.classification`): TRAK's
 margin f = log(p_y / (1 - p_y)) (Park et al., ICML 2023, eq. 14), cross-entropy training
