@@ -41,14 +41,14 @@ def main(work: Path = HERE / "work") -> None:
     model = build(X.shape[1], 2)
     model.mean.copy_(X.mean(0))
     model.scale.copy_(X.std(0))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for epoch in range(1, 61):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for epoch in range(1, 301):
         optimizer.zero_grad()
         F.cross_entropy(model(X), y).backward()
         optimizer.step()
-        if epoch % 20 == 0:
+        if epoch % 100 == 0:
             torch.save(model.state_dict(), work / "checkpoints" / f"epoch_{epoch}.pt")
-    print(f"wrote {work}/train.csv, test.csv and checkpoints/epoch_{{20,40,60}}.pt")
+    print(f"wrote {work}/train.csv, test.csv and checkpoints/epoch_{{100,200,300}}.pt")
 
 
 if __name__ == "__main__":

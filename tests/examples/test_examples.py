@@ -49,7 +49,7 @@ def test_tabular_csv_with_the_users_model_and_checkpoints(tmp_path, capsys):
     assert metrics["test_accuracy"] > 0.9  # the user's trained Tanh model, not an untrained built-in one
     assert not (out / "checkpoints").exists()  # the user's checkpoints are used in place, never retrained
     meta = json.loads((out / "metadata.json").read_text())
-    assert [Path(p).name for p in meta["checkpoints"]] == ["epoch_20.pt", "epoch_40.pt", "epoch_60.pt"]
+    assert [Path(p).name for p in meta["checkpoints"]] == ["epoch_100.pt", "epoch_200.pt", "epoch_300.pt"]
     assert meta["model"]["class"] == "TanhClassifier" and meta["data"]["corruptions"] == []
     assert meta["data"]["classes"] == ["benign", "malignant"]
     assert {f["sha256"] for f in meta["data"]["files"]} and meta["data"]["split"] == {"kind": "files"}

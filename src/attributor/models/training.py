@@ -44,6 +44,8 @@ def train(
         raise DataError("checkpoint_epochs were given without a checkpoint_dir")
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+    if len(dataset):  # bad input (label range, dtypes, keys) gets the task's message, not a torch error mid-epoch
+        task.validate_batch(model, default_collate([dataset[i] for i in range(min(len(dataset), batch_size))]))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     paths = []
     model.train()

@@ -331,7 +331,7 @@ class Run:
         data = self.data()
         return {
             "config": self.config.model_dump(mode="json"),
-            "data": data.source,
+            "data": {**data.source, "content_ids": {split: data_id(*data.arrays(split)) for split in ("train", "test")}},
             "task": self.task.spec(),
             "model": self._model_summary(),
             "checkpoints": [str(p) for p in self.checkpoints()],
