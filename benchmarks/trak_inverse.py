@@ -17,6 +17,9 @@ idle and with it busy (a pure-Python busy-loop subprocess), times
 backward error, needs no reference) and ``score_rel_err`` = max |S - S_ref| / max |S_ref|
 of the scores S = queries A^{-1} Phi^T for 256 training rows against a float64 reference
 (numpy's LU ``solve``; in the undamped case the exact answer, see ``make_problem``).
+``others_cores``: CPU cores that other processes (not this one, not its busy loop) used
+while the row ran, from /proc/stat: the machine is shared, and "idle" is only what this
+benchmark does to it.
 
 Cases: ``damped``: n = 2k training rows of projected features with a decaying spectrum
 (latent singular values 1/j, mixed by a Gaussian k x k projection), damping 1e-2 (TRAK's
@@ -126,6 +129,24 @@ def measure(problem: dict, routine: str, reps: int) -> dict:
             "score_rel_err": float(f"{np.abs(scores - reference).max() / np.abs(reference).max():.2e}")}
 
 
+def cpu_snapshot(busy: subprocess.Popen | None) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of the whole machine, CPU seconds of this process and its busy loop)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    machine = (sum(fields[:8]) - fields[3] - fields[4]) / ticks  # all but idle and iowait
+    mine = time.process_time()
+    if busy is not None:
+        stat = Path(f"/proc/{busy.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        mine += (int(stat[11]) + int(stat[12])) / ticks  # utime, stime
+    return time.perf_counter(), machine, mine
+
+
+def others_cores(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
+    """Cores used by other processes (other engineers' jobs) between two snapshots."""
+    wall = after[0] - before[0]
+    return max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / wall) if wall > 0 else 0.0
+
+
 def start_busy_loop() -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     time.sleep(1.0)
@@ -145,7 +166,6 @@ def main() -> None:
     rows = []
     for load in ("idle", "busy"):
         busy = start_busy_loop() if load == "busy" else None
-        load_before = os.getloadavg()[0]
         try:
             for problem in problems:
                 for threads in (1, 2):
@@ -154,9 +174,11 @@ def main() -> None:
                     if threads > 1 and problem["k"] < PARALLEL_FACTOR_MIN_DIM:
                         routines.append("new-uncapped")
                     for routine in routines:
+                        before = cpu_snapshot(busy)
                         result = measure(problem, routine, args.reps)
                         row = {"case": problem["case"], "k": problem["k"], "n": problem["n"], "load": load,
-                               "threads": threads, "routine": routine, **result}
+                               "threads": threads, "routine": routine, **result,
+                               "others_cores": round(others_cores(before, cpu_snapshot(busy)), 2)}
                         rows.append(row)
                         print(json.dumps(row), flush=True)
         finally:
@@ -164,7 +186,6 @@ def main() -> None:
             if busy is not None:
                 busy.kill()
                 busy.wait()
-        print(f"# {load}: 1-minute load average {load_before:.2f} at start", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "trak_inverse.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -161,7 +161,7 @@ def test_unreadable_files_name_the_file_in_one_line(tmp_path):
     save_file(mlp(seed=0).state_dict(), str(tmp_path / "good.safetensors"))
     data = (tmp_path / "good.safetensors").read_bytes()
     (tmp_path / "truncated.safetensors").write_bytes(data[: len(data) - 100])
-    for name, kind in [("truncated.pt", "weights-only state dict"), ("noise.pt", "weights-only state dict"),
+    for name, kind in [("truncated.pt", "weights-only state dict"), ("noise.pt", "not a torch.save or safetensors file"),
                        ("truncated.safetensors", "safetensors file")]:
         with pytest.raises(DataError) as info:
             load_checkpoint(mlp(seed=1), tmp_path / name)

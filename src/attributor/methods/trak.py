@@ -25,10 +25,11 @@ eigenvalues above max(w) * k * eps (numpy's ``pinv`` cut-off); a damped kernel t
 still refuses takes the same route.
 
 Cost: fit is one pass over the features, O(M n k^2), plus M factorisations in float64:
-Cholesky, k^3 / 3 flops each (eigendecomposition at damping 0, about 20x that). A
-factorisation of k < 2048 runs on one torch thread (restored afterwards): on the shared
-2-core machine a second thread gains little at that size and loses several-fold when the
-other core is busy (benchmarks/trak_inverse.py, benchmarks/RESULTS.md). Scoring is
+Cholesky, k^3 / 3 flops each (the eigendecomposition at damping 0 takes 5-20x longer). A
+factorisation of k < 2048 runs on one torch thread, the caller's count restored afterwards:
+on an idle 2-core machine a second thread saves at most half the time there, while with
+another process on the other core an eigendecomposition on two threads took 8-200x longer
+than on one (benchmarks/trak_inverse.py, benchmarks/RESULTS.md). Scoring is
 O(M n_query k^2) for the solves plus O(M n_query n_train k), streamed chunk by chunk.
 """
 
@@ -163,21 +164,20 @@ def _factorize(kernel: torch.Tensor, damping: float, threads: int | None = None)
     factorisation; default one below :data:`PARALLEL_FACTOR_MIN_DIM`, else the caller's.
     """
     k = kernel.shape[0]
-    if not torch.isfinite(kernel).all():
-        raise StoreError("the after-kernel has non-finite entries; the features are corrupted")
-    damped = kernel.clone()
-    damped.diagonal().add_(damping * float(torch.trace(kernel)) / k)
     if threads is None:
         threads = 1 if k < PARALLEL_FACTOR_MIN_DIM else torch.get_num_threads()
-    with _torch_threads(threads):
+    with _torch_threads(threads):  # every k x k step: even isfinite on 2 contended threads costs 30 ms at k = 512
+        if not torch.isfinite(kernel).all():
+            raise StoreError("the after-kernel has non-finite entries; the features are corrupted")
+        damped = kernel.clone()
+        damped.diagonal().add_(damping * float(torch.trace(kernel)) / k)
         if damping > 0:
             lower, info = torch.linalg.cholesky_ex(damped)
             if int(info) == 0:
                 return _CholeskyFactor(lower)
         eigenvalues, eigenvectors = torch.linalg.eigh(damped)
-    cutoff = eigenvalues.abs().max() * k * torch.finfo(kernel.dtype).eps
-    keep = eigenvalues > cutoff
-    return _EigenFactor(eigenvectors[:, keep] / eigenvalues[keep].sqrt())
+        keep = eigenvalues > eigenvalues.abs().max() * k * torch.finfo(kernel.dtype).eps
+        return _EigenFactor(eigenvectors[:, keep] / eigenvalues[keep].sqrt())
 
 
 @contextlib.contextmanager

@@ -83,6 +83,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         except Exception as err:  # safetensors raises its own error types for bad files
             raise DataError(f"checkpoint {path} cannot be read as a safetensors file: {_first_line(err)}") from None
     else:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch.save's zip nor a legacy pickle stream
+            raise DataError(f"checkpoint {path} is not a torch.save or safetensors file; give the file your training "
+                            "saved with torch.save(model.state_dict(), ...) or save_pretrained")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for bad files
