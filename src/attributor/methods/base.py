@@ -45,8 +45,9 @@ class TrainingContext:
     """What methods beyond stored features need.
 
     Attributes:
-        model: the architecture; methods load each checkpoint into it in turn
-            (``attributor.models.load_checkpoint``) and must not assume which one is loaded.
+        model: the architecture, often the user's own object: methods leave it as they
+            found it, loading checkpoints into a copy (``_context.model_at``) or inside
+            ``attributor.models.checkpoints.restoring_state``.
         task: the Task the features were computed with.
         datasets: split name -> map-style dataset (``dataset[i]`` is one example, collated
             with ``default_collate``); holds the training split and every query split.

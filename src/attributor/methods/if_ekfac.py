@@ -3,10 +3,11 @@
 George, Laurent, Bouthillier, Ballas, Vincent, "Fast Approximate Natural Gradient Descent
 in a Kronecker-factored Eigenbasis", NeurIPS 2018 (EK-FAC), as used for influence
 functions by Grosse et al., "Studying Large Language Model Generalization with Influence
-Functions", 2023, section 2.2. For every ``nn.Linear`` and ``nn.Conv2d``
-layer whose weight is tracked, with a = the layer input (a column of ones appended when its
-bias is tracked; for Conv2d the unfolded input patches, one row per output position) and
-g = the gradient of the training loss in the layer's output (pre-activation):
+Functions", 2023, section 2.2. For every ``nn.Linear``, ``nn.Conv2d`` and Hugging Face
+``Conv1D`` (GPT-2's linear layers, weight stored (in, out)) layer whose weight is tracked,
+with a = the layer input (a column of ones appended when its bias is tracked; for Conv2d
+the unfolded input patches, one row per output position) and g = the gradient of the
+training loss in the layer's output (pre-activation):
 
     A = E[a a^T] = Q_A diag Q_A^T,     S = E[g g^T] = Q_S diag Q_S^T          (K-FAC factors)
     G_i = sum_positions g a^T                        per-example gradient, (out, in [+1])
@@ -20,8 +21,16 @@ in g, A, S and Lambda are ``labels="sampled"`` from the model's own predictive
 distribution (the true Fisher, whose expectation for cross-entropy is the Gauss-Newton
 matrix the family uses; classification tasks only) or ``"true"`` (the empirical Fisher,
 any task). Scores are -grad f(z)^T (C + lambda I)^{-1} grad l(z_j) with exact per-example
-gradients of the covered parameters; parameters of other modules (embeddings,
-normalisation, grouped or non-zero-padded convolutions) are ignored.
+gradients of the covered parameters; parameters of other modules (embeddings, such as a
+transformer's token and position embeddings, normalisation, grouped or non-zero-padded
+convolutions) are ignored: neither their curvature nor their gradients enter the scores.
+
+Batches are whatever the Task accepts (tuples, Hugging Face dicts, nested); sampled labels
+replace the ``labels`` of ``(inputs, labels)`` or of a mapping. Padding: positions whose
+mask is 0 (``attributor.features.factored.position_mask``: the task's ``position_mask(batch)``,
+else ``batch["attention_mask"]``) contribute nothing to A, S or Lambda; the mask applies to
+every layer whose positions have exactly its (B, T) shape (sequence layers, not a
+classifier head on a pooled (B, in) input). So appending padding changes no factor.
 
 Factors: with a store, they are saved as ``<store>/ekfac/<split>_ckpt<c>.npz`` (numpy,
 no pickle) with the settings and a fingerprint of the data and checkpoint, and reused when
@@ -34,6 +43,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,11 +55,13 @@ from torch import nn
 
 from attributor._io import atomic_write_bytes
 from attributor.errors import ConfigError
+from attributor.features.factored import position_mask
 from attributor.features.gradients import tracked_parameter_names
 from attributor.methods._context import batches, dataset_fingerprint
 from attributor.methods.influence import InfluenceFunction
 from attributor.models.checkpoints import checkpoint_id
-from attributor.tasks import ClassificationTask
+from attributor.tasks import ClassificationTask, call_model, output_logits
+from attributor.tasks.checks import split_labelled
 
 __all__ = ["EKFACInfluence", "Layer", "find_layers", "layer_gradients"]
 
@@ -58,7 +70,7 @@ LABELS = ("sampled", "true")
 
 @dataclass
 class Layer:
-    """A Linear or Conv2d module covered by EK-FAC; ``bias`` is the tracked bias name or None."""
+    """A Linear, Conv2d or HF Conv1D module covered by EK-FAC; ``bias`` is the tracked bias name or None."""
 
     name: str
     module: nn.Module
@@ -66,14 +78,27 @@ class Layer:
     bias: str | None
 
     @property
+    def transposed(self) -> bool:
+        """Whether the weight is stored (in, out) (Hugging Face ``Conv1D``, y = x W + b)."""
+        return _is_conv1d(self.module)
+
+    @property
     def shape(self) -> tuple[int, int]:
         """(out, in [+1]) of the layer's gradient matrix."""
-        out = self.module.weight.shape[0]
-        return out, self.module.weight[0].numel() + (self.bias is not None)
+        weight = self.module.weight
+        if self.transposed:
+            return weight.shape[1], weight.shape[0] + (self.bias is not None)
+        return weight.shape[0], weight[0].numel() + (self.bias is not None)
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    """Hugging Face's ``Conv1D``, recognised by name (transformers is never imported)."""
+    weight = getattr(module, "weight", None)
+    return type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor) and weight.dim() == 2
 
 
 def find_layers(model: nn.Module, tracked: list[str]) -> list[Layer]:
-    """The Linear / Conv2d modules whose weight is tracked, in module order."""
+    """The Linear / Conv2d / HF Conv1D modules whose weight is tracked, in module order."""
     tracked_set, layers = set(tracked), []
     for name, module in model.named_modules():
         weight = f"{name}.weight" if name else "weight"
@@ -82,18 +107,21 @@ def find_layers(model: nn.Module, tracked: list[str]) -> list[Layer]:
         if isinstance(module, nn.Conv2d):
             if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
                 continue
-        elif not isinstance(module, nn.Linear):
+        elif not isinstance(module, nn.Linear) and not _is_conv1d(module):
             continue
         bias = weight[: -len("weight")] + "bias"
         layers.append(Layer(name, module, weight, bias if module.bias is not None and bias in tracked_set else None))
     return layers
 
 
-def layer_gradients(model: nn.Module, task: Any, batch: Any, layers: list[Layer]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def layer_gradients(model: nn.Module, task: Any, batch: Any, layers: list[Layer],
+                    mask: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer ``(a, g)``: inputs (B, T, in [+1]) and output gradients (B, T, out) of the summed train loss.
 
     T is 1 for a Linear on (B, in), the positions for sequences or convolutions. The
     per-example gradient of the layer's [weight | bias] is ``g_i^T a_i`` (out, in [+1]).
+    ``mask`` (B, T), 1 at real positions, zeroes a and g at the others in every layer whose
+    (B, T) is the mask's shape (see the module docstring).
     """
     captured: dict[str, list] = {layer.name: [] for layer in layers}
     handles = [layer.module.register_forward_hook(lambda m, i, o, key=layer.name: captured[key].append((i[0], o)))
@@ -123,6 +151,9 @@ def layer_gradients(model: nn.Module, task: Any, batch: Any, layers: list[Layer]
             g = grad.reshape(batch_size, -1, grad.shape[-1])
         if layer.bias is not None:
             a = torch.cat([a, torch.ones_like(a[..., :1])], dim=-1)
+        if mask is not None and tuple(a.shape[:2]) == tuple(mask.shape):
+            keep = mask.to(a.dtype).unsqueeze(-1)
+            a, g = a * keep, g * keep
         result.append((a, g))
     return result
 
@@ -160,7 +191,8 @@ class EKFACInfluence(InfluenceFunction, key="if-ekfac"):
     def _parameter_names(self) -> list[str]:
         self.layers_ = find_layers(self.model_, tracked_parameter_names(self.model_, self.context_.task))
         if not self.layers_:
-            raise ConfigError("if-ekfac found no nn.Linear or nn.Conv2d layer with tracked weights in the model")
+            raise ConfigError("if-ekfac found no nn.Linear, nn.Conv2d or Hugging Face Conv1D layer with tracked "
+                              "weights in the model")
         return [name for layer in self.layers_ for name in (layer.weight, layer.bias) if name is not None]
 
     # -- factors ---------------------------------------------------------------------------
@@ -180,7 +212,7 @@ class EKFACInfluence(InfluenceFunction, key="if-ekfac"):
             return None, {}
         dataset = self.context_.dataset(self.split_)
         settings = {
-            "version": 1, "split": self.split_, "n": len(dataset), "data": dataset_fingerprint(dataset),
+            "version": 2, "split": self.split_, "n": len(dataset), "data": dataset_fingerprint(dataset),
             "checkpoint": checkpoint_id(self.context_.checkpoints[self.checkpoint_]),
             "layers": [[layer.name, *layer.shape] for layer in self.layers_],
             "labels": self.labels, "seed": int(self.seed), "batch_size": int(self.batch_size),
@@ -188,19 +220,17 @@ class EKFACInfluence(InfluenceFunction, key="if-ekfac"):
         return Path(self.store_.path) / "ekfac" / f"{self.split_}_ckpt{self.checkpoint_:03d}.npz", settings
 
     def _passes(self):
-        """Yield per batch the (a, g) of every layer, with sampled labels drawn reproducibly."""
+        """Yield per batch the (a, g) of every layer (padding masked), with sampled labels drawn reproducibly."""
         seed = np.random.SeedSequence([int(self.seed), self.checkpoint_]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(seed))
+        task = self.context_.task
         for _, _, batch in batches(self.context_.dataset(self.split_), self.batch_size):
             if self.labels == "sampled":
-                inputs = batch[0]
-                with torch.no_grad():
-                    probs = torch.softmax(self.model_(inputs), dim=-1)
-                sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
-                batch = (inputs, sampled.reshape(probs.shape[:-1]))
-            yield layer_gradients(self.model_, self.context_.task, batch, self.layers_)
+                batch = _with_sampled_labels(self.model_, task, batch, generator)
+            yield layer_gradients(self.model_, task, batch, self.layers_, mask=position_mask(task, batch))
 
-    def _compute_factors(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _covariances(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per layer the sums over examples and real positions of a a^T (in, in) and of g g^T (out, out)."""
         shapes = [layer.shape for layer in self.layers_]
         a_sums = [torch.zeros(i, i, dtype=torch.float64) for _, i in shapes]
         s_sums = [torch.zeros(o, o, dtype=torch.float64) for o, _ in shapes]
@@ -208,6 +238,11 @@ class EKFACInfluence(InfluenceFunction, key="if-ekfac"):
             for k, (a, g) in enumerate(per_layer):
                 a_sums[k] += torch.einsum("bti,btj->ij", a, a)
                 s_sums[k] += torch.einsum("bto,btp->op", g, g)
+        return a_sums, s_sums
+
+    def _compute_factors(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        shapes = [layer.shape for layer in self.layers_]
+        a_sums, s_sums = self._covariances()
         bases = [(torch.linalg.eigh(s)[1], torch.linalg.eigh(a)[1]) for s, a in zip(s_sums, a_sums)]
         corrections = [torch.zeros(o, i, dtype=torch.float64) for o, i in shapes]
         for per_layer in self._passes():
@@ -225,16 +260,31 @@ class EKFACInfluence(InfluenceFunction, key="if-ekfac"):
             size = rows * cols
             block = vectors[offset : offset + size].T  # (m, out * in [+1]) in parameter order
             weights = rows * (cols - (layer.bias is not None))
-            matrix = block[:, :weights].reshape(m, rows, -1)
+            if layer.transposed:  # Conv1D: the weight is stored (in, out)
+                matrix = block[:, :weights].reshape(m, -1, rows).transpose(1, 2)
+            else:
+                matrix = block[:, :weights].reshape(m, rows, -1)
             if layer.bias is not None:
                 matrix = torch.cat([matrix, block[:, weights:].reshape(m, rows, 1)], dim=2)
             solved = q_s @ ((q_s.T @ matrix @ q_a) / (lam + self.lambda_)) @ q_a.T
-            flat = solved[:, :, : cols - (layer.bias is not None)].reshape(m, -1)
+            weight_part = solved[:, :, : cols - (layer.bias is not None)]
+            flat = (weight_part.transpose(1, 2) if layer.transposed else weight_part).reshape(m, -1)
             if layer.bias is not None:
                 flat = torch.cat([flat, solved[:, :, -1]], dim=1)
             out[offset : offset + size] = flat.T
             offset += size
         return out
+
+
+def _with_sampled_labels(model: nn.Module, task: Any, batch: Any, generator: torch.Generator) -> Any:
+    """``batch`` with its labels replaced by draws from the model's softmax (tuple or mapping batches)."""
+    inputs, _ = split_labelled(batch, task.key)
+    with torch.no_grad():
+        probs = torch.softmax(output_logits(call_model(model, inputs)), dim=-1)
+    sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(probs.shape[:-1])
+    if isinstance(batch, Mapping):
+        return {**batch, "labels": sampled}
+    return type(batch)((inputs, sampled))
 
 
 def _save_factors(path: Path, settings: dict[str, Any], factors: list) -> None:

@@ -68,7 +68,9 @@ rare negative values from overshooting steps are clipped to 0.
 Cost per query group: ``steps`` forward+backward passes on the group, then one forward pass
 over the training set; groups are processed ``query_batch`` at a time with
 ``torch.func.vmap`` over stacked parameter copies (``vectorize=False`` loops instead, for
-models that ``vmap`` cannot trace). Self-influence costs ``steps`` forward+backward passes
+models that ``vmap`` cannot trace). Hugging Face models given a 2-D ``attention_mask`` are
+made to build their masks under those transforms (:mod:`attributor.features._hf`), so
+padded batches work and padding changes no score. Self-influence costs ``steps`` forward+backward passes
 and one forward pass per training example, also batched.
 """
 
@@ -84,6 +86,7 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from torch.utils.data import Dataset, default_collate
 
 from attributor.errors import ConfigError
+from attributor.features._hf import functorch_safe_hf_masks
 from attributor.features.gradients import tracked_parameter_names
 from attributor.methods.base import Method
 from attributor.models.checkpoints import load_checkpoint
@@ -342,7 +345,13 @@ class MirroredInfluence(Method, key="mirrored"):
     def _map(self, fn: Callable[..., Any], in_dims: tuple[int | None, ...]) -> Callable[..., Any]:
         """``vmap(fn, in_dims)``, or the same as a Python loop when ``vectorize`` is False."""
         if self.vectorize:
-            return vmap(fn, in_dims=in_dims)
+            mapped = vmap(fn, in_dims=in_dims)
+
+            def safe(*args: Any) -> Any:
+                with functorch_safe_hf_masks():  # HF models' 2-D attention masks under vmap
+                    return mapped(*args)
+
+            return safe
 
         def looped(*args: Any) -> Any:
             n = next(tree_flatten(a)[0][0].shape[0] for a, d in zip(args, in_dims) if d == 0)
