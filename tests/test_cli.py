@@ -171,3 +171,31 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
 def test_methods_lists_trak(capsys):
     code, stdout, _ = run_cli(capsys, "methods")
     assert code == 0 and "trak" in [line.split()[0] for line in stdout.splitlines()]
+
+
+def test_report_compare_on_an_already_scored_run_is_not_a_changed_setting(tmp_path, tiny_config, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert run_cli(capsys, "score", "-c", tiny_config, "-o", first, "-q")[0] == 0
+    assert run_cli(capsys, "report", "-c", tiny_config, "-o", second, "-q", "--set", "featurize.proj_dim=32")[0] == 0
+    scores = np.load(second / "scores" / "scores.npy")
+    code, _, err = run_cli(capsys, "report", "-o", second, "-q", "--compare", first)
+    assert code == 0, err
+    assert (second / "plots" / "compare_runs.csv").is_file()
+    assert np.array_equal(np.load(second / "scores" / "scores.npy"), scores)  # nothing upstream recomputed
+
+
+def test_ctrl_c_exits_130_with_a_message(tmp_path, tiny_config):
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "attributor.cli", "featurize", "-c", str(tiny_config), "-o", str(tmp_path / "r"),
+                             "--set", "train.epochs=400", "--set", "train.checkpoint_epochs=[400]"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (tmp_path / "r" / "data.npz").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # inside training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err

@@ -213,8 +213,10 @@ def methods() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning every user error into one line and a non-zero exit."""
     try:
-        app(args=argv, standalone_mode=False)
-        return 0
+        code = app(args=argv, standalone_mode=False)  # click turns Ctrl-C into 130 here, not an exception
+        if code == 130:
+            typer.echo("interrupted", err=True)
+        return code if isinstance(code, int) else 0
     except typer.Exit as done:
         return done.exit_code
     except typer.TyperException as err:  # usage errors: unknown flag, bad value

@@ -104,7 +104,8 @@ class Run:
                 raise StoreError(f"{config_file} is unreadable; delete the run directory or use another --out") from None
             changed = differences(saved.model_dump(mode="json"), self.config.model_dump(mode="json"))
             started = any((self.out / name).exists() for names in STAGE_ARTIFACTS.values() for name in names)
-            if changed and not overwrite and started:
+            report_only = all(key.split(".")[0] == "report" for key, _ in changed)  # the report is rewritten anyway
+            if changed and not overwrite and started and not report_only:
                 shown = "; ".join(f"{key}: {change}" for key, change in changed[:4])
                 raise StoreMismatchError(
                     f"the run in {self.out} was made with other settings ({shown}); "
