@@ -251,3 +251,21 @@ def test_checkpoints_placed_in_the_run_directory_are_used_and_never_deleted(tmp_
     code, _, err = run(capsys, "featurize", "--config", cfg, "--set", "data.seed=1", "--overwrite", "--out", out, "--quiet")
     assert code == 0, err
     assert (out / "checkpoints" / "mine.pt").is_file()
+
+
+def test_a_failed_checkpoint_does_not_lock_the_store(tmp_path, table, capsys):
+    (tmp_path / "mymodel.py").write_text(MODEL_FILE)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mymodel_for_test3", tmp_path / "mymodel.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    good = tmp_path / "ckpt.pt"
+    torch.save({"0.weight": torch.zeros(16, 3)}, good)  # the wrong file at first
+    cfg = config(tmp_path, {"data": {"path": "animals.csv", "target": "species"},
+                            "model": {"entry_point": "mymodel.py:build", "checkpoints": [str(good)]}})
+    out = tmp_path / "run"
+    assert run(capsys, "featurize", "--config", cfg, "--out", out, "--quiet")[0] == 2
+    torch.save(module.build(3, 3).state_dict(), good)  # the user puts the right file in place
+    code, _, err = run(capsys, "featurize", "--config", cfg, "--out", out, "--quiet")
+    assert code == 0, err

@@ -77,12 +77,17 @@ class FeatureStore:
                 raise StoreCorruptedError(f"{path / MANIFEST} has no {key!r} section")
         return cls(path, manifest)
 
+    def has_work(self) -> bool:
+        """Whether any chunk has been committed (a store without is replaced freely: nothing is lost)."""
+        return any(chunks for split in self._manifest["splits"].values() for chunks in split.get("chunks", {}).values())
+
     @classmethod
     def create(cls, path: str | os.PathLike[str], settings: dict[str, Any], *, overwrite: bool = False) -> "FeatureStore":
         """Create a store, or reopen one written with the same settings (to resume or add splits).
 
         An existing store with other settings is refused unless ``overwrite`` is true, in
-        which case it is deleted first.
+        which case it is deleted first, or it holds no committed chunk (a run that failed
+        before its first chunk, e.g. on a bad checkpoint): then it is replaced.
         """
         path = Path(path)
         settings = json.loads(json.dumps(settings))  # normalise to what JSON round-trips
@@ -93,7 +98,7 @@ class FeatureStore:
             diff = [f"{key}: {change}" for key, change in differences(store.settings, settings)]
             if not diff:
                 return store
-            if not overwrite:
+            if not overwrite and store.has_work():
                 raise StoreMismatchError(
                     f"the feature store at {path} was written with other settings ({'; '.join(diff)}); "
                     "use another output directory or pass --overwrite"
