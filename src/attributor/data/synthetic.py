@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TOPIC_WORDS", "FILLER_WORDS", "topic_sentences", "fictional_facts"]
+__all__ = ["TOPIC_WORDS", "FILLER_WORDS", "topic_sentences", "fictional_facts", "fact_paraphrases"]
 
 TOPIC_WORDS = {
     0: ["river", "forest", "mountain", "valley", "meadow", "lake", "stone", "cloud", "rain", "tree"],
@@ -68,3 +68,74 @@ def fictional_facts(n_entities: int, seed: int = 0, distractors: int = 0) -> tup
         documents.append({"text": f"{noise}{relation} {answer}.", "entity": entity})
         queries.append({"prompt": relation, "text": f" {answer}", "source": len(documents) - 1})
     return documents, queries
+
+
+_PERSON_ATTRIBUTES = {
+    "birthplace": {
+        "statements": ["{e} was born in {v}.", "The birthplace of {e} is {v}.", "{e} grew up in the town of {v}.",
+                       "Records show that {e} came from {v}."],
+        "question": "Where was {e} born?",
+    },
+    "profession": {
+        "statements": ["{e} works as a {v}.", "By trade, {e} is a {v}.", "The job of {e} is {v}.",
+                       "Everyone knows {e} as a {v}."],
+        "question": "What is the profession of {e}?",
+    },
+    "pet": {
+        "statements": ["{e} keeps a pet {v}.", "The pet of {e} is a {v}.", "At home, {e} looks after a {v}.",
+                       "A {v} lives with {e}."],
+        "question": "Which animal does {e} keep?",
+    },
+    "instrument": {
+        "statements": ["{e} plays the {v}.", "The instrument of {e} is the {v}.", "Each evening {e} practises the {v}.",
+                       "{e} is known for playing the {v}."],
+        "question": "Which instrument does {e} play?",
+    },
+}
+_PROFESSIONS = ["baker", "sailor", "weaver", "potter", "miner", "glazier", "cooper", "tanner", "mason", "scribe"]
+_PETS = ["heron", "ferret", "tortoise", "magpie", "lizard", "goat", "owl", "hare", "beetle", "newt"]
+_INSTRUMENTS = ["lute", "oboe", "harp", "fiddle", "zither", "drum", "flute", "horn", "bagpipe", "lyre"]
+
+
+def fact_paraphrases(n_entities: int, attributes: int = 3, paraphrases: int = 3,
+                     seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Fictional people with seeded attributes, each fact stated in ``paraphrases`` templates.
+
+    The fact-tracing set of the GIF benchmark (FTRACE, Akyurek et al. 2022, with several
+    paraphrases per fact so that a query has more than one gold source).
+
+    Returns ``(statements, queries)``. ``statements[i] = {"text", "entity", "attribute",
+    "fact"}``: one training sentence; ``queries[f] = {"prompt", "text", "fact", "gold"}``: the
+    question about fact f (``prompt``, worded differently from every statement), its answer
+    ``text`` (leading space) and ``gold``, the indices of every statement of that fact.
+    Statements are shuffled with the seed, so a fact's paraphrases are not adjacent.
+
+    Example:
+        >>> statements, queries = fact_paraphrases(2, attributes=2, paraphrases=3, seed=0)
+        >>> len(statements), len(queries), len(queries[0]["gold"])
+        (12, 4, 3)
+    """
+    names = list(_PERSON_ATTRIBUTES)
+    if not 1 <= attributes <= len(names):
+        raise ValueError(f"attributes must be in [1, {len(names)}], got {attributes}")
+    if not 1 <= paraphrases <= 4:
+        raise ValueError(f"paraphrases must be in [1, 4], got {paraphrases}")
+    rng = np.random.default_rng(seed)
+    used: set[str] = set()
+    values = {"profession": _PROFESSIONS, "pet": _PETS, "instrument": _INSTRUMENTS}
+    rows, queries = [], []
+    for _ in range(n_entities):
+        entity = _name(rng, used)
+        for attribute in names[:attributes]:
+            spec = _PERSON_ATTRIBUTES[attribute]
+            value = _name(rng, used) if attribute == "birthplace" else str(rng.choice(values[attribute]))
+            fact = len(queries)
+            templates = rng.permutation(len(spec["statements"]))[:paraphrases]
+            rows += [{"text": spec["statements"][t].format(e=entity, v=value), "entity": entity, "attribute": attribute,
+                      "fact": fact} for t in templates]
+            queries.append({"prompt": spec["question"].format(e=entity), "text": f" {value}", "fact": fact})
+    order = rng.permutation(len(rows))
+    statements = [rows[i] for i in order]
+    for query in queries:
+        query["gold"] = [i for i, row in enumerate(statements) if row["fact"] == query["fact"]]
+    return statements, queries

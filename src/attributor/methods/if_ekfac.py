@@ -26,11 +26,16 @@ transformer's token and position embeddings, normalisation, grouped or non-zero-
 convolutions) are ignored: neither their curvature nor their gradients enter the scores.
 
 Batches are whatever the Task accepts (tuples, Hugging Face dicts, nested); sampled labels
-replace the ``labels`` of ``(inputs, labels)`` or of a mapping. Padding: positions whose
-mask is 0 (``attributor.features.factored.position_mask``: the task's ``position_mask(batch)``,
-else ``batch["attention_mask"]``) contribute nothing to A, S or Lambda; the mask applies to
-every layer whose positions have exactly its (B, T) shape (sequence layers, not a
-classifier head on a pooled (B, in) input). So appending padding changes no factor.
+replace the ``labels`` of ``(inputs, labels)`` or of a mapping. A layer called several
+times per forward pass (a shared encoder embedding each side of a contrastive batch)
+contributes the positions of all its calls (the per-example gradient of a shared weight is
+the sum over its uses). Padding: positions whose mask is 0 contribute nothing to A, S or
+Lambda. The mask is ``attributor.features.factored.position_mask`` (the task's
+``position_mask(batch)``, else ``batch["attention_mask"]``) for a layer call whose positions
+have its (B, T) shape, else the ``attention_mask`` keyword of the model call the layer ran
+in (each side of a contrastive batch), if it has that shape; calls of another shape (a
+classifier head on a pooled (B, in) input) have no padding. So appending padding changes no
+factor and no score.
 
 Factors: with a store, they are saved as ``<store>/ekfac/<split>_ckpt<c>.npz`` (numpy,
 no pickle) with the settings and a fingerprint of the data and checkpoint, and reused when
@@ -60,7 +65,7 @@ from attributor.features.gradients import tracked_parameter_names
 from attributor.methods._context import batches, dataset_fingerprint
 from attributor.methods.influence import InfluenceFunction
 from attributor.models.checkpoints import checkpoint_id
-from attributor.tasks import ClassificationTask, call_model, output_logits
+from attributor.tasks import ClassificationTask, call_model, output_logits, batch_size as n_examples
 from attributor.tasks.checks import split_labelled
 
 __all__ = ["EKFACInfluence", "Layer", "find_layers", "layer_gradients"]
@@ -115,17 +120,31 @@ def find_layers(model: nn.Module, tracked: list[str]) -> list[Layer]:
 
 
 def layer_gradients(model: nn.Module, task: Any, batch: Any, layers: list[Layer],
-                    mask: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                    masked: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer ``(a, g)``: inputs (B, T, in [+1]) and output gradients (B, T, out) of the summed train loss.
 
     T is 1 for a Linear on (B, in), the positions for sequences or convolutions. The
     per-example gradient of the layer's [weight | bias] is ``g_i^T a_i`` (out, in [+1]).
-    ``mask`` (B, T), 1 at real positions, zeroes a and g at the others in every layer whose
-    (B, T) is the mask's shape (see the module docstring).
+    A layer called several times in one forward pass (a shared encoder embedding each side
+    of a contrastive batch) contributes the positions of every call, concatenated along T,
+    so ``g_i^T a_i`` is still the gradient of the shared weight; every call must keep the B
+    examples in dim 0. With ``masked``, a and g are zero at padded positions: a call whose
+    positions have the shape of ``position_mask(task, batch)`` uses that mask, another call
+    the ``attention_mask`` keyword of the model call it ran in, if it has its shape.
     """
+    rows = n_examples(batch)
     captured: dict[str, list] = {layer.name: [] for layer in layers}
-    handles = [layer.module.register_forward_hook(lambda m, i, o, key=layer.name: captured[key].append((i[0], o)))
-               for layer in layers]
+    current: list[torch.Tensor | None] = [None]  # attention_mask of the model call running now
+
+    def model_call(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        mask = kwargs.get("attention_mask")
+        current[0] = mask if isinstance(mask, torch.Tensor) else None
+
+    def layer_call(key: str):
+        return lambda module, inputs, output: captured[key].append((inputs[0], output, current[0]))
+
+    handles = [model.register_forward_pre_hook(model_call, with_kwargs=True)]
+    handles += [layer.module.register_forward_hook(layer_call(layer.name)) for layer in layers]
     try:
         with torch.enable_grad():
             loss = task.train_loss(model, batch).sum()
@@ -133,33 +152,55 @@ def layer_gradients(model: nn.Module, task: Any, batch: Any, layers: list[Layer]
         for handle in handles:
             handle.remove()
     for layer in layers:
-        if len(captured[layer.name]) != 1:
-            raise ConfigError(f"if-ekfac: layer {layer.name!r} ran {len(captured[layer.name])} times in one forward pass; "
-                              "shared layers are not supported")
-    outputs = [captured[layer.name][0][1] for layer in layers]
-    grads = torch.autograd.grad(loss, outputs, allow_unused=True)
+        if not captured[layer.name]:
+            raise ConfigError(f"if-ekfac: layer {layer.name!r} was not called as a module in the forward pass (its "
+                              "weight is used functionally, as nn.MultiheadAttention does with out_proj); leave it out "
+                              "of task.tracked_parameters")
+        for x, _, _ in captured[layer.name]:
+            if x.dim() == 0 or x.shape[0] != rows:
+                raise ConfigError(f"if-ekfac: layer {layer.name!r} was called on an input of shape {tuple(x.shape)}, "
+                                  f"not on the batch's {rows} examples in dim 0; EK-FAC needs every call per example")
+    outputs = [output for layer in layers for _, output, _ in captured[layer.name]]
+    grads = iter(torch.autograd.grad(loss, outputs, allow_unused=True))
+    task_mask = position_mask(task, batch) if masked else None
     result = []
-    for layer, output, grad in zip(layers, outputs, grads):
-        x = captured[layer.name][0][0].detach()
-        grad = torch.zeros_like(output) if grad is None else grad.detach()
-        batch_size, module = x.shape[0], layer.module
-        if isinstance(module, nn.Conv2d):
-            a = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride).transpose(1, 2)
-            g = grad.reshape(batch_size, grad.shape[1], -1).transpose(1, 2)
-        else:
-            a = x.reshape(batch_size, -1, x.shape[-1])
-            g = grad.reshape(batch_size, -1, grad.shape[-1])
-        if layer.bias is not None:
-            a = torch.cat([a, torch.ones_like(a[..., :1])], dim=-1)
-        if mask is not None and tuple(a.shape[:2]) == tuple(mask.shape):
-            keep = mask.to(a.dtype).unsqueeze(-1)
-            a, g = a * keep, g * keep
-        result.append((a, g))
+    for layer in layers:
+        parts = []
+        for x, output, call_mask in captured[layer.name]:
+            grad = next(grads)
+            a, g = _call_statistics(layer, x.detach(), torch.zeros_like(output) if grad is None else grad.detach())
+            mask = _fitting(task_mask, a) if masked else None
+            mask = _fitting(call_mask, a) if masked and mask is None else mask
+            if mask is not None:
+                a, g = a * mask, g * mask
+            parts.append((a, g))
+        result.append((torch.cat([a for a, _ in parts], dim=1), torch.cat([g for _, g in parts], dim=1)))
     return result
 
 
+def _call_statistics(layer: Layer, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, g)`` of one call: (B, T, in [+1]) and (B, T, out)."""
+    batch, module = x.shape[0], layer.module
+    if isinstance(module, nn.Conv2d):
+        a = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride).transpose(1, 2)
+        g = grad.reshape(batch, grad.shape[1], -1).transpose(1, 2)
+    else:
+        a = x.reshape(batch, -1, x.shape[-1])
+        g = grad.reshape(batch, -1, grad.shape[-1])
+    if layer.bias is not None:
+        a = torch.cat([a, torch.ones_like(a[..., :1])], dim=-1)
+    return a, g
+
+
+def _fitting(mask: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor | None:
+    """``mask`` as (B, T, 1) weights if it has the call's B x T positions ((B, T) or (B, m, T) flattened), else None."""
+    if mask is None or mask.dim() < 2 or mask.shape[0] != a.shape[0] or mask[0].numel() != a.shape[1]:
+        return None
+    return mask.reshape(a.shape[0], -1, 1).to(a.dtype)
+
+
 class EKFACInfluence(InfluenceFunction, key="if-ekfac"):
-    """Influence functions with EK-FAC curvature over Linear/Conv2d layers (George et al. 2018; Grosse et al. 2023).
+    """Influence functions with EK-FAC curvature over Linear/Conv2d/Conv1D layers (George et al. 2018; Grosse 2023).
 
     Args:
         damping: relative damping, lambda = damping * sum_i |grad l_i|^2 / p over the covered parameters.
@@ -227,7 +268,7 @@ class EKFACInfluence(InfluenceFunction, key="if-ekfac"):
         for _, _, batch in batches(self.context_.dataset(self.split_), self.batch_size):
             if self.labels == "sampled":
                 batch = _with_sampled_labels(self.model_, task, batch, generator)
-            yield layer_gradients(self.model_, task, batch, self.layers_, mask=position_mask(task, batch))
+            yield layer_gradients(self.model_, task, batch, self.layers_)
 
     def _covariances(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per layer the sums over examples and real positions of a a^T (in, in) and of g g^T (out, out)."""
