@@ -62,9 +62,9 @@ class ExplicitInfluence(InfluenceFunction, key="if-explicit"):
     def _check_size(self) -> None:
         if self.n_params_ > self.max_params:
             raise ConfigError(
-                f"if-explicit builds a {self.n_params_} x {self.n_params_} matrix ({self.n_params_} tracked parameters, "
-                f"{self.n_params_**2 * 8 / 2**30:.2g} GiB), more than max_params={self.max_params} parameters; use if-cg "
-                "(exact up to a tolerance) or if-ekfac, track fewer parameters (a Task subclass whose "
+                f"if-explicit builds a {self.n_params_} x {self.n_params_} matrix ({self.n_params_} tracked "
+                f"parameters, {self.n_params_**2 * 8 / 2**30:.2g} GiB), more than max_params={self.max_params}; use "
+                "if-cg (exact up to a tolerance) or if-ekfac, track fewer parameters (a Task subclass whose "
                 "tracked_parameters(model) names, e.g., the last layers only), or raise max_params"
             )
 

@@ -30,9 +30,13 @@ minibatches are drawn from a generator seeded by (seed, r), the same for every q
 scores are deterministic and do not depend on how queries are blocked. A recursion that
 blows up (|h_t| > 10 (t + 1) |g|, impossible for a contraction) raises ConfigError.
 
-Score: -v . grad l(z_j) with v for g = grad f(z). Cost: per block of queries,
-R * depth minibatch curvature products (``batch_size`` examples, vectorised over the
-block); memory O(p m). On a well-conditioned convex problem it matches ``if-explicit``
+Score: -v . grad l(z_j) with v for g = grad f(z). Cost: per block of queries (and per
+block of training examples for the self-influence), R * depth minibatch curvature products
+(``batch_size`` examples, vectorised over the block); memory O(p m). A Gauss-Newton product
+is two matrix products with cached output Jacobians where they fit
+(``attributor.methods.curvature``), else a forward and two backward passes of the
+minibatch per vector: on a one-layer BERT classifier (p = 15,170, 180 training examples,
+60 queries, the defaults) about 30 s on 2 CPU cores, against over 5 minutes uncached. On a well-conditioned convex problem it matches ``if-explicit``
 (r = 0.9995); on the digits MLP with damping 0.01 (s / lambda about 2e5) depth 1000 is a
 truncated series and correlates at r = 0.80 with the explicit solution.
 """

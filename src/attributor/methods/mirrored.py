@@ -68,10 +68,10 @@ rare negative values from overshooting steps are clipped to 0.
 Cost per query group: ``steps`` forward+backward passes on the group, then one forward pass
 over the training set; groups are processed ``query_batch`` at a time with
 ``torch.func.vmap`` over stacked parameter copies (``vectorize=False`` loops instead, for
-models that ``vmap`` cannot trace). Hugging Face models given a 2-D ``attention_mask`` are
-made to build their masks under those transforms (:mod:`attributor.features._hf`), so
-padded batches work and padding changes no score. Self-influence costs ``steps`` forward+backward passes
-and one forward pass per training example, also batched.
+models that ``vmap`` cannot trace). Self-influence costs ``steps`` forward+backward passes
+and one forward pass per training example, also batched. Hugging Face models given a 2-D
+``attention_mask`` are made to build their masks under ``vmap``
+(:mod:`attributor.features._hf`), so padded dict batches work and padding changes no score.
 """
 
 from __future__ import annotations
