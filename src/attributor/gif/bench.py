@@ -1,0 +1,291 @@
+"""The fact-tracing benchmark: which training statements taught the model this fact?
+
+Data (:func:`attributor.data.synthetic.fact_paraphrases`): fictional people with seeded
+attributes, every fact stated in several paraphrase templates; a query is a question
+plus its answer, and its gold set is every training statement of that fact (all of them
+in the index). A tiny GPT-2 (built from a config, :func:`attributor.models.tiny_hf.tiny_gpt2`)
+is fine-tuned on the statements (plain AdamW loop) until it reproduces them
+(teacher-forced token accuracy >= ``target_accuracy`` or ``max_epochs``).
+
+Methods, each ranking the training statements for the same queries (depth ``depth``):
+
+* ``bm25``: BM25 over the statement texts (FTRACE's strong lexical baseline);
+* ``embedding``: cosine of MiniLM sentence embeddings;
+* ``probe-gradient``: cosine of projected probe gradients alone;
+* ``gif``: the GIF fingerprint [alpha e ; beta c], exact inner-product search;
+* ``gradient``: cosine of projected model gradients (TrackStar without the optimizer state);
+* ``trak``: exhaustive TRAK over all rows (model gradients, factored projection);
+* ``gif+trak``: the ``gif`` top-``candidates``, re-ranked by TRAK (:class:`TrakRefiner`);
+* ``gif+trak(mix=0.5)``: the same candidates ranked by 0.5 z(gif score) + 0.5 z(TRAK score);
+* ``trace``: MiniLM fine-tuned with a supervised contrastive loss over the statements' facts
+  (TRACE, Wang et al. 2024; it is trained on the very grouping that defines the gold sets,
+  as TRACE assumes known sources), then cosine kNN (:mod:`attributor.gif.trace`);
+* ``random``: a seeded random ranking (beside it, the exact chance MRR).
+
+The measured output of a query for the gradient methods is f = log p(answer | question)
+(``score_question=True``: log p(question + answer), every token scored). Text methods
+read the question and the answer either way.
+
+Metrics (:mod:`attributor.gif.metrics`): MRR@depth with a bootstrap 95% interval, recall@1,
+recall@10, strict recall@10, precision@10, and ms per query (query-time work only:
+fingerprinting or featurizing the queries, searching or scoring, refining; the index and
+the training-side features are built once beforehand and not counted).
+
+Writes OUT/results.csv, OUT/results.md and OUT/config.json; a rerun into OUT with other
+settings is refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from attributor.errors import ConfigError
+
+__all__ = ["GifBenchConfig", "run_gif_bench", "COLUMNS"]
+
+COLUMNS = ["method", "mrr", "mrr_low", "mrr_high", "recall_at_1", "recall_at_10", "precision_at_10",
+           "strict_recall_at_10", "ms_per_query", "chance_mrr"]
+
+
+@dataclass
+class GifBenchConfig:
+    """Settings of one benchmark run (saved as OUT/config.json)."""
+
+    entities: int = 30
+    attributes: int = 3
+    paraphrases: int = 3
+    width: int = 64
+    layers: int = 2
+    lr: float = 5e-3
+    batch_size: int = 32
+    max_epochs: int = 100
+    target_accuracy: float = 0.9
+    proj_dim: int = 256
+    damping: float = 1e-2
+    alpha: float = 1.0
+    beta: float = 1.0
+    probe_dim: int = 32
+    probe_epochs: int = 5
+    candidates: int = 100
+    depth: int = 100
+    trace: bool = True
+    threads: int = 1
+    mix: float = 0.5
+    score_question: bool = False
+    trace_epochs: int = 2
+    trace_layers: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("entities", "attributes", "paraphrases", "width", "layers", "max_epochs", "proj_dim", "probe_dim",
+                     "probe_epochs", "candidates", "depth", "trace_epochs", "trace_layers", "batch_size", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"gif bench {name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.mix, (int, float)) and 0 <= self.mix <= 1):
+            raise ConfigError(f"gif bench mix must be in [0, 1], got {self.mix!r}")
+        for name in ("alpha", "beta", "lr", "damping"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ConfigError(f"gif bench {name} must be a finite number >= 0, got {value!r}")
+        if self.alpha == 0 and self.beta == 0:
+            raise ConfigError("gif bench alpha and beta are both 0: give at least one part of the fingerprint a weight")
+        if not 1 <= self.attributes <= 4 or not 1 <= self.paraphrases <= 4:
+            raise ConfigError("gif bench attributes and paraphrases must be in [1, 4]")
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "GifBenchConfig":
+        return cls(**{"entities": 5, "attributes": 2, "paraphrases": 2, "width": 32, "layers": 1, "max_epochs": 30,
+                      "lr": 1e-2, "batch_size": 8, "target_accuracy": 0.8, "proj_dim": 64, "trace": False,
+                      **overrides})
+
+
+def run_gif_bench(out: str | Path, config: GifBenchConfig | None = None, *, overwrite: bool = False,
+                  log: Callable[[str], None] = lambda message: None) -> list[dict[str, Any]]:
+    """Run the benchmark into ``out``; returns the result rows (also in results.csv / results.md)."""
+    config = config or GifBenchConfig()
+    out = Path(out)
+    _claim(out, config, overwrite)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(config.threads)  # on a shared 2-core machine one thread is 5x faster (ENVIRONMENT.md)
+    try:
+        return _run(out, config, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(out: Path, config: GifBenchConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    from attributor.data.synthetic import fact_paraphrases
+    from attributor.gif.baselines import BM25Ranker, RandomRanker
+    from attributor.gif.fingerprints import (EmbeddingFingerprinter, GifFingerprinter, ProbeGradientFingerprinter,
+                                             clear_embedding_cache, unit_rows)
+    from attributor.gif.metrics import random_mrr, retrieval_metrics
+    from attributor.gif.model_gradient import ModelGradientFingerprinter
+    from attributor.gif.retriever import GifRetriever, TrakRefiner
+    from attributor.gif.store import ExactIndex, write_fingerprints
+    from attributor.methods.trak import TRAK
+
+    statements, queries = fact_paraphrases(config.entities, config.attributes, config.paraphrases, seed=config.seed)
+    docs = [s["text"] for s in statements]
+    items: list[Any] = [{"prompt": q["prompt"], "text": q["text"]} for q in queries]
+    if config.score_question:  # the same text; the model gradient then scores the question tokens too
+        items = [q["prompt"] + q["text"] for q in queries]
+    gold = [q["gold"] for q in queries]
+    depth = min(config.depth, len(docs))
+    log(f"{len(docs)} statements, {len(queries)} queries")
+
+    model, tokenizer, accuracy, epochs = _train_model(out / "model", docs, config, log)
+    rankings: dict[str, np.ndarray] = {}
+    ms: dict[str, float] = {}
+
+    def timed(name: str, ranking: Callable[[], np.ndarray], extra_ms: float = 0.0) -> None:
+        clear_embedding_cache()  # a query's embedding is computed inside its method's time
+        start = time.perf_counter()
+        rankings[name] = np.asarray(ranking())
+        ms[name] = (1e3 * (time.perf_counter() - start) + extra_ms) / len(items)
+
+    bm25 = BM25Ranker().fit(docs)
+    timed("bm25", lambda: bm25.rank(items, depth))
+
+    stores = out / "stores"
+    fingerprinters = {
+        "embedding": EmbeddingFingerprinter(),
+        "probe-gradient": ProbeGradientFingerprinter(dim=config.probe_dim, epochs=config.probe_epochs, seed=config.seed),
+        "gif": GifFingerprinter(alpha=config.alpha, beta=config.beta, dim=config.probe_dim, epochs=config.probe_epochs,
+                                seed=config.seed),
+    }
+    retrievers = {}
+    for name, fingerprinter in fingerprinters.items():
+        fingerprinter.fit(docs)
+        store = write_fingerprints(fingerprinter, docs, stores / name, labels=getattr(fingerprinter, "labels_", None))
+        retrievers[name] = GifRetriever(fingerprinter, store).fit()
+        timed(name, lambda r=retrievers[name]: np.stack([hit.ids for hit in r.query(items, k=depth)]))
+
+    gradients = ModelGradientFingerprinter(model, tokenizer, dim=config.proj_dim, seed=config.seed, normalize=False).fit(docs)
+    grad_store = write_fingerprints(gradients, docs, stores / "model-gradient")
+    start = time.perf_counter()
+    grad_store = write_fingerprints(gradients, items, stores / "model-gradient", split="queries")
+    query_grad_ms = 1e3 * (time.perf_counter() - start)
+    train_rows, query_rows = grad_store.features("train", 0), grad_store.features("queries", 0)
+    cosine = ExactIndex(unit_rows(train_rows))
+    timed("gradient", lambda: cosine.search(unit_rows(query_rows), depth)[1], query_grad_ms)
+    trak = TRAK(damping=config.damping).fit(grad_store)
+    timed("trak", lambda: _top(trak.score("queries", topk=1, dense=True).values, depth), query_grad_ms)
+    refined = GifRetriever(fingerprinters["gif"], retrievers["gif"].store, candidates=config.candidates,
+                           refiner=TrakRefiner(trak, gradients).fit()).fit()
+    timed("gif+trak", lambda: np.stack([hit.ids for hit in refined.query(items, k=depth)]))
+    blended = GifRetriever(fingerprinters["gif"], retrievers["gif"].store, candidates=config.candidates,
+                           refiner=refined.refiner, mix=config.mix).fit()
+    timed(f"gif+trak(mix={config.mix:g})", lambda: np.stack([hit.ids for hit in blended.query(items, k=depth)]))
+    if config.trace:
+        from attributor.gif.trace import TraceRanker
+
+        trace = TraceRanker(epochs=config.trace_epochs, trainable_layers=config.trace_layers, seed=config.seed)
+        trace.fit(docs, [s["fact"] for s in statements])
+        timed("trace", lambda: trace.rank(items, depth))
+    random = RandomRanker(seed=config.seed).fit(docs)
+    timed("random", lambda: random.rank(items, depth))
+
+    chance = float(np.mean([random_mrr(len(docs), len(g), depth) for g in gold]))
+    rows = [{"method": name, **retrieval_metrics(ranking, gold, seed=config.seed), "ms_per_query": ms[name],
+             "chance_mrr": chance} for name, ranking in rankings.items()]
+    facts = {"statements": len(docs), "queries": len(queries), "train_token_accuracy": accuracy, "epochs": epochs,
+             "depth": depth, "chance_mrr": chance, "torch_threads": torch.get_num_threads()}
+    _write(out, rows, facts, config)
+    return rows
+
+
+def _top(values: np.ndarray, depth: int) -> np.ndarray:
+    return np.argsort(-np.asarray(values), axis=1, kind="stable")[:, :depth]
+
+
+def _claim(out: Path, config: GifBenchConfig, overwrite: bool) -> None:
+    """Refuse an OUT written with other settings unless ``overwrite`` (then start afresh)."""
+    saved = out / "config.json"
+    settings = asdict(config)
+    if saved.is_file() and json.loads(saved.read_text()) != settings:
+        if not overwrite:
+            raise ConfigError(f"{out} holds a gif bench run with other settings; use another --out or pass --overwrite")
+    if saved.is_file() and (overwrite or json.loads(saved.read_text()) != settings):
+        for folder in ("stores", "model"):
+            shutil.rmtree(out / folder, ignore_errors=True)
+    elif out.exists() and not saved.is_file() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and is not a gif bench run; refusing to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(settings, indent=1))
+
+
+def _train_model(folder: Path, docs: list[str], config: GifBenchConfig, log: Callable[[str], None]):
+    """Tiny GPT-2 fine-tuned on ``docs`` until its teacher-forced token accuracy reaches the target."""
+    from attributor.gif.model_gradient import lm_batch, lm_rows
+    from attributor.models.loading import load_hf_model, load_tokenizer
+    from attributor.models.tiny_hf import tiny_gpt2
+
+    tiny_gpt2(folder, width=config.width, layers=config.layers, seed=config.seed)
+    tokenizer, model = load_tokenizer(folder), load_hf_model(folder, task_name="causal-lm")
+    batch = lm_batch(lm_rows(tokenizer, docs, eos=True), tokenizer.pad_token_id)
+    generator = torch.Generator().manual_seed(config.seed)
+    accuracy, epoch = 0.0, 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+        for epoch in range(1, config.max_epochs + 1):
+            model.train()
+            for rows in torch.randperm(len(docs), generator=generator).split(config.batch_size):
+                optimizer.zero_grad()
+                model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows],
+                      labels=batch["labels"][rows]).loss.backward()
+                optimizer.step()
+            if epoch % 10 == 0 or epoch == config.max_epochs:
+                accuracy = _token_accuracy(model, batch)
+                log(f"epoch {epoch}: teacher-forced token accuracy {accuracy:.3f}")
+                if accuracy >= config.target_accuracy:
+                    break
+    model.eval()
+    log(f"model: {epoch} epochs, teacher-forced token accuracy {accuracy:.3f}")
+    return model, tokenizer, accuracy, epoch
+
+
+def _token_accuracy(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    targets = batch["labels"][:, 1:]
+    scored = targets != -100
+    return float(((logits[:, :-1].argmax(-1) == targets) & scored).sum() / scored.sum())
+
+
+def _write(out: Path, rows: list[dict[str, Any]], facts: dict[str, Any], config: GifBenchConfig) -> None:
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({key: row[key] for key in COLUMNS} for row in rows)
+    header = "| method | MRR [95% CI] | recall@1 | recall@10 | strict recall@10 | precision@10 | ms/query |"
+    lines = ["# GIF fact-tracing benchmark", "",
+             f"{facts['statements']} training statements ({config.entities} fictional people x {config.attributes} "
+             f"attributes x {config.paraphrases} paraphrases), {facts['queries']} queries (question + answer), gold = "
+             f"every statement of the fact. Tiny GPT-2 ({config.layers} layers, width {config.width}) trained "
+             f"{facts['epochs']} epochs to teacher-forced token accuracy {facts['train_token_accuracy']:.3f}. "
+             f"Rankings to depth {facts['depth']}; chance MRR {facts['chance_mrr']:.3f}; torch threads "
+             f"{facts['torch_threads']}. Gradient methods measure "
+             f"{'log p(question + answer)' if config.score_question else 'log p(answer | question)'}; gif alpha "
+             f"{config.alpha}, beta {config.beta}.", "", header, "|" + "---|" * 7]
+    for row in sorted(rows, key=lambda r: -r["mrr"]):
+        lines.append(f"| {row['method']} | {row['mrr']:.3f} [{row['mrr_low']:.3f}, {row['mrr_high']:.3f}] | "
+                     f"{row['recall_at_1']:.3f} | {row['recall_at_10']:.3f} | {row['strict_recall_at_10']:.3f} | "
+                     f"{row['precision_at_10']:.3f} | {row['ms_per_query']:.2f} |")
+    lines += ["", "ms/query counts query-time work only (fingerprinting/featurizing the queries, search or scoring, "
+              "refinement); index and training-side features are built beforehand. gif+trak re-ranks the gif top "
+              f"{config.candidates} by TRAK score alone; gif+trak(mix=m) by (1 - m) z(gif) + m z(TRAK), "
+              "z standardising each query's candidate scores.", ""]
+    (out / "results.md").write_text("\n".join(lines))
+    (out / "facts.json").write_text(json.dumps(facts, indent=1))
