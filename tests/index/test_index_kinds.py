@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FAST, recall_at
+from index_support import FAST, recall_at
 
 from attributor.errors import ConfigError, DataError, UnknownNameError
 from attributor.index import Index, build_index, index_kinds, open_index
@@ -67,7 +67,7 @@ def test_l2_metric_scores_are_negative_squared_distances(store, vectors, tmp_pat
 
 
 def test_normalize_gives_cosine(tmp_path, vectors):
-    from conftest import make_store
+    from index_support import make_store
 
     rows, queries = vectors
     scale = np.random.default_rng(0).uniform(0.1, 10, size=(len(rows), 1)).astype(np.float32)

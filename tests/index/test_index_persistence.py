@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_store
+from index_support import make_store
 
 import attributor.index.build as build_module
 from attributor.errors import StoreCorruptedError, StoreError, StoreMismatchError
