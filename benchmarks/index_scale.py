@@ -45,20 +45,11 @@ COLUMNS = ["n", "kind", "batch", "params", "search", "build_s", "peak_mb", "impo
            "recall_at_10", "recall_at_100"]
 
 
-def texts(count: int, seed: int) -> list[str]:
+def texts(count: int, seed: int = 0) -> list[str]:
     """``count`` distinct word windows of pydoc_data.topics paragraphs."""
-    from pydoc_data.topics import topics
+    from attributor.data.synthetic import pydoc_windows
 
-    paragraphs = [p.split() for text in topics.values() for p in text.split("\n\n")]
-    paragraphs = [p for p in paragraphs if len(p) >= 6]
-    rng = np.random.default_rng(seed)
-    seen: dict[str, None] = {}
-    while len(seen) < count:
-        words = paragraphs[rng.integers(len(paragraphs))]
-        length = int(rng.integers(6, min(30, len(words)) + 1))
-        start = int(rng.integers(0, len(words) - length + 1))
-        seen.setdefault(" ".join(words[start:start + length]), None)
-    return list(seen)
+    return pydoc_windows(count, seed)
 
 
 def embed(out: Path, n_texts: int, n_queries: int, log) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,8 @@ takes a slow batched fallback); dropout is off in eval mode.
 from __future__ import annotations
 
 import torch
+from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils.data import Dataset
 
 VOCAB, T = 100, 7
 
@@ -87,3 +89,16 @@ def contrastive_batch(seed: int = 5, m: int = 2) -> dict:
     negatives = [side([row[j] for row in negative_lengths], seed + 2 + j) for j in range(m)]
     return {"anchor": side(lengths, seed), "positive": side([5, 6, 3], seed + 1),
             "negatives": {key: torch.stack([n[key] for n in negatives], dim=1) for key in ("input_ids", "attention_mask")}}
+
+
+class Rows(Dataset):
+    """The examples of a collated (possibly nested) batch, one pytree of tensors each."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __len__(self):
+        return tree_leaves(self.batch)[0].shape[0]
+
+    def __getitem__(self, i):
+        return tree_map(lambda value: value[i], self.batch)

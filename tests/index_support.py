@@ -18,18 +18,10 @@ N_ROWS, N_QUERIES = 2000, 100
 
 
 def windows(count: int, seed: int = 0) -> list[str]:
-    from pydoc_data.topics import topics
+    """``count`` distinct word windows of pydoc_data.topics paragraphs."""
+    from attributor.data.synthetic import pydoc_windows
 
-    paragraphs = [p.split() for text in topics.values() for p in text.split("\n\n")]
-    paragraphs = [p for p in paragraphs if len(p) >= 6]
-    rng = np.random.default_rng(seed)
-    seen: dict[str, None] = {}
-    while len(seen) < count:
-        words = paragraphs[rng.integers(len(paragraphs))]
-        length = int(rng.integers(6, min(30, len(words)) + 1))
-        start = int(rng.integers(0, len(words) - length + 1))
-        seen.setdefault(" ".join(words[start:start + length]), None)
-    return list(seen)
+    return pydoc_windows(count, seed)
 
 
 def _vectors(cache_dir: Path | None = None) -> np.ndarray:

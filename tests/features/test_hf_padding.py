@@ -17,12 +17,10 @@ import threading
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
 
 from test_factored import _explicit
-from torch.utils._pytree import tree_leaves, tree_map
 
-from hf_zoo import bert_classifier, bert_encoder, classification_batch, contrastive_batch, gpt2_lm, lm_batch, unpadded
+from hf_zoo import Rows, bert_classifier, bert_encoder, classification_batch, contrastive_batch, gpt2_lm, lm_batch, unpadded
 
 from attributor.features import featurize, make_projector, per_example_gradients
 from attributor.features._hf import functorch_safe_hf_masks
@@ -74,19 +72,6 @@ def test_padded_per_example_gradients_equal_each_example_alone(model_name, atten
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(per_example_gradients(model, task, batch, names, function="train_loss"),
                                -task.out_to_loss(model, batch).double().unsqueeze(1) * got, rtol=1e-10, atol=1e-12)
-
-
-class Rows(Dataset):
-    """The examples of a collated batch, one dict of tensors each (collated back by featurize)."""
-
-    def __init__(self, batch):
-        self.batch = batch
-
-    def __len__(self):
-        return tree_leaves(self.batch)[0].shape[0]
-
-    def __getitem__(self, i):
-        return tree_map(lambda value: value[i], self.batch)
 
 
 @pytest.mark.parametrize("model_name", ["bert", "contrastive", "gpt2"])

@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._pytree import tree_leaves, tree_map
-from torch.utils.data import Dataset
+from torch.utils._pytree import tree_map
 
 import zoo
-from hf_zoo import bert_classifier, bert_encoder, classification_batch, contrastive_batch, gpt2_lm, lm_batch
+from hf_zoo import Rows, bert_classifier, bert_encoder, classification_batch, contrastive_batch, gpt2_lm, lm_batch
 
 from attributor.errors import ConfigError
 from attributor.features.gradients import per_example_gradients
@@ -45,19 +44,6 @@ def _padded(batch: dict, extra: int) -> dict:
 
     return {key: pad(value, -100) if key == "labels" else tree_map(lambda t: pad(t, 0), value)
             for key, value in batch.items()}
-
-
-class Rows(Dataset):
-    """The examples of a collated (possibly nested) batch."""
-
-    def __init__(self, batch):
-        self.batch = batch
-
-    def __len__(self):
-        return tree_leaves(self.batch)[0].shape[0]
-
-    def __getitem__(self, i):
-        return tree_map(lambda value: value[i], self.batch)
 
 
 @pytest.fixture(scope="module")

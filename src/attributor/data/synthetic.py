@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TOPIC_WORDS", "FILLER_WORDS", "topic_sentences", "fictional_facts", "fact_paraphrases"]
+__all__ = ["pydoc_windows", "TOPIC_WORDS", "FILLER_WORDS", "topic_sentences", "fictional_facts", "fact_paraphrases"]
 
 TOPIC_WORDS = {
     0: ["river", "forest", "mountain", "valley", "meadow", "lake", "stone", "cloud", "rain", "tree"],
@@ -139,3 +139,20 @@ def fact_paraphrases(n_entities: int, attributes: int = 3, paraphrases: int = 3,
     for query in queries:
         query["gold"] = [i for i, row in enumerate(statements) if row["fact"] == query["fact"]]
     return statements, queries
+
+
+def pydoc_windows(count: int, seed: int = 0) -> list[str]:
+    """``count`` distinct windows of 6-30 words from Python's bundled documentation
+    (``pydoc_data.topics``), seeded: real English text for encoder benchmarks and tests."""
+    from pydoc_data.topics import topics
+
+    paragraphs = [p.split() for text in topics.values() for p in text.split("\n\n")]
+    paragraphs = [p for p in paragraphs if len(p) >= 6]
+    rng = np.random.default_rng(seed)
+    seen: dict[str, None] = {}
+    while len(seen) < count:
+        words = paragraphs[rng.integers(len(paragraphs))]
+        length = int(rng.integers(6, min(30, len(words)) + 1))
+        start = int(rng.integers(0, len(words) - length + 1))
+        seen.setdefault(" ".join(words[start:start + length]), None)
+    return list(seen)
