@@ -90,7 +90,7 @@ def write_report(run: "Run", scores: Scores, self_influence: np.ndarray) -> dict
         other = _other_self_influence(Path(args.compare), len(self_influence))
         comparisons.append(plot_run_comparison(other, self_influence, f"run {args.compare}", f"run {out}",
                                                plots / "compare_runs.png", title="Self-influence of two runs"))
-    sections = _sections(run, metrics, self_influence, figures, comparisons)
+    sections = _sections(run, metrics, scores, self_influence, figures, comparisons)
     title = f"attributor: {run.config.score.method.upper()} attribution on {data.name}"
     write_html_report(out / "report.html", title, sections)
     write_markdown_report(out / "results.md", title, sections)
@@ -98,7 +98,7 @@ def write_report(run: "Run", scores: Scores, self_influence: np.ndarray) -> dict
     return metrics
 
 
-def _sections(run, metrics, self_influence, figures, comparisons) -> list[Section]:
+def _sections(run, metrics, scores, self_influence, figures, comparisons) -> list[Section]:
     data, config = run.data(), run.config
     rows = []
     if "mislabel_auc" in metrics:
@@ -134,7 +134,7 @@ def _sections(run, metrics, self_influence, figures, comparisons) -> list[Sectio
                        ["rank", "train index", "self-influence", "label", "original label", "flipped"] + (["text"] if texts else []),
                        [[r + 1, int(j), float(self_influence[j]), label_text(data, data.y_train[j]), label_text(data, data.y_train_clean[j]),
                          "yes" if data.flipped[j] else "no"] + ([_short(data.texts_train[j])] if texts else []) for r, j in enumerate(order)])
-    neighbours = [_text_neighbours(data, scores_of(run), min(config.report.n_queries, metrics["n_test"]), config.report.k)] if texts else []
+    neighbours = [_text_neighbours(data, scores, min(config.report.n_queries, metrics["n_test"]), config.report.k)] if texts else []
     influential = Section("Most influential training examples",
                           text="For the first test queries: the query, its strongest proponents and its strongest opponents "
                                "(flipped training labels in red).",
@@ -154,10 +154,6 @@ def _sections(run, metrics, self_influence, figures, comparisons) -> list[Sectio
                 for key, value in values.items()]
     sections.append(Section("Settings", tables=[Table("Resolved configuration", ["key", "value"], settings)]))
     return sections
-
-
-def scores_of(run: "Run") -> Scores:
-    return Scores.load(run.out / "scores")
 
 
 def _short(text: Any, limit: int = 160) -> str:
