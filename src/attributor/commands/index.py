@@ -1,7 +1,8 @@
 """``attributor index ...``: nearest-neighbour indexes over feature-store rows.
 
 * ``build``: an index over one split of a store (:func:`attributor.index.build_index`).
-* ``query``: top-k rows of the indexed split for query vectors from a .npy file.
+* ``query``: top-k rows of the indexed split for text queries (an index over a corpus
+  made by ``attributor gif fingerprint``) or query vectors from a .npy file.
 * ``info``: what an index holds and which store rows it was built from.
 
 Registered in :mod:`attributor.cli` with ``app.add_typer(index.app, name="index")``.
@@ -62,11 +63,11 @@ def build(store: Path = typer.Option(..., "--store", help="The feature store fol
 
 
 def load_queries(vectors: Optional[Path]) -> Any:
-    """The query matrix (q, dim). Sources: ``--vectors FILE.npy``; text queries (encoded by the store's encoder) plug in here."""
+    """The query matrix (q, dim) from ``--vectors FILE.npy``."""
     import numpy as np
 
     if vectors is None:
-        raise ConfigError("give the queries with --vectors FILE.npy")
+        raise ConfigError("give the queries with --text, --queries FILE.jsonl or --vectors FILE.npy")
     if not vectors.is_file():
         raise DataError(f"no such file: {vectors}")
     try:
@@ -79,30 +80,105 @@ def load_queries(vectors: Optional[Path]) -> Any:
 
 
 @app.command()
-def query(index_dir: Path = typer.Option(..., "--index", help="The index folder."),
-          vectors: Optional[Path] = typer.Option(None, "--vectors", help="Queries: a .npy file of shape (q, dim) or (dim,)."),
+def query(index_dir: Path = typer.Option(..., "--index", help="The index folder, or a corpus folder made by `attributor gif fingerprint`."),
+          text: Optional[List[str]] = typer.Option(None, "--text", help="A text query, fingerprinted like the corpus (repeatable)."),
+          queries: Optional[Path] = typer.Option(None, "--queries", help="Text queries: a JSONL file, one string or {\"text\", \"prompt\"} per line."),
+          vectors: Optional[Path] = typer.Option(None, "--vectors", help="Vector queries: a .npy file of shape (q, dim) or (dim,)."),
           top: int = typer.Option(10, "--top", min=1, help="How many rows per query."),
           search: Optional[List[str]] = typer.Option(None, "--search", help="A search parameter for this query, e.g. --search nprobe=64 or --search ef_search=256 (repeatable)."),
           csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write all rows (query, rank, id, score) to this CSV file."),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON object per query (rows, texts, latency) instead of text."),
           show: int = typer.Option(5, "--show", min=0, help="How many queries to print (all go to --csv).")) -> None:
-    """Top-k rows of the indexed split for each query vector (scores: larger is closer)."""
+    """Top-k training rows for each query (scores: larger is closer).
+
+    Text queries (--text, --queries) need an index over a corpus made by `attributor gif
+    fingerprint`: they are fingerprinted like the corpus, and results show each row's id
+    and text with the latency per stage. --vectors works on any index.
+    """
+    given = sum(x is not None and x != [] for x in (text, queries, vectors))
+    if given != 1:
+        raise ConfigError("give the queries one way: --text (repeatable), --queries FILE.jsonl or --vectors FILE.npy")
+    if vectors is not None and not (index_dir / "corpus.json").is_file():
+        _vector_query(index_dir, load_queries(vectors), top, parse_params(search, "--search"), csv_path, show)
+        return
+    from attributor.gif.corpus import Searcher, load_query_items
+
+    searcher = Searcher.open(index_dir)
+    params = parse_params(search, "--search")
+    if params:
+        searcher.retriever.index_ = _with_search_params(searcher.retriever.index_, params)
+    if vectors is not None:
+        hits = searcher.query_vectors(load_queries(vectors), top)
+    else:
+        hits = searcher.query(list(text) if text else load_query_items(queries), top)
+    rows = [(q, row["rank"], row["id"], row["score"]) for q, h in enumerate(hits) for row in h.rows]
+    for q, h in enumerate(hits[:show] if not as_json else hits):
+        if as_json:
+            typer.echo(json.dumps({"query": q, "text": h.query, "rows": h.rows,
+                                   "latency_ms": {k: round(v, 3) for k, v in h.latency_ms.items()}}, ensure_ascii=False))
+            continue
+        latency = ", ".join(f"{k} {v:.1f}" for k, v in h.latency_ms.items() if k != "total")
+        shown = h.query if isinstance(h.query, str) or h.query is None else f"{h.query['prompt']} | {h.query['text']}"
+        typer.echo(f"query {q}{': ' + _clip(shown, 100) if shown is not None else ''}   "
+                   f"({h.latency_ms.get('total', 0.0):.1f} ms: {latency})")
+        for row in h.rows:
+            typer.echo(f"  {row['rank']:>3}. [{row['id']}] {row['score']:.4f}  {_clip(row['text'], 100)}")
+    if not as_json and len(hits) > show:
+        typer.echo(f"... {len(hits) - show} more queries" + (" (see the CSV)" if csv_path else " (use --csv to keep them all)"))
+    if csv_path is not None:
+        _write_csv(csv_path, rows)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _with_search_params(index: Any, params: dict[str, Any]) -> Any:
+    """``index`` with its search() bound to ``params`` (checked against the kind now)."""
+    search = getattr(index, "search")
+    if not hasattr(index, "_search_params"):
+        raise ConfigError("--search parameters need an ANN index (this corpus has none: exact search)")
+    index._search_params(params)
+
+    class Bound:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(index, name)
+
+        def search(self, queries: Any, k: int) -> Any:
+            return search(queries, k, **params)
+
+    return Bound()
+
+
+def _vector_query(index_dir: Path, queries: Any, top: int, params: dict[str, Any], csv_path: Optional[Path], show: int) -> None:
     from attributor.index import open_index
 
     index = open_index(index_dir)
-    queries = load_queries(vectors)
-    scores, ids = index.search(queries, top, **parse_params(search, "--search"))
+    scores, ids = index.search(queries, top, **params)
     rows = [(q, rank + 1, int(ids[q, rank]), float(scores[q, rank])) for q in range(len(ids)) for rank in range(ids.shape[1])]
     for q in range(min(show, len(ids))):
         typer.echo(f"query {q}: " + "  ".join(f"{int(i)}:{s:.4f}" for i, s in zip(ids[q], scores[q])))
     if len(ids) > show:
         typer.echo(f"... {len(ids) - show} more queries" + (" (see the CSV)" if csv_path else " (use --csv to keep them all)"))
     if csv_path is not None:
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with csv_path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["query", "rank", "id", "score"])
-            writer.writerows(rows)
-        typer.echo(f"written: {csv_path} ({len(rows)} rows)")
+        _write_csv(csv_path, rows)
+
+
+def _write_csv(csv_path: Path, rows: list[tuple[Any, ...]]) -> None:
+    from attributor._io import atomic_write_text
+
+    if csv_path.exists() and csv_path.is_dir():
+        raise ConfigError(f"--csv {csv_path} is a folder; give a file name")
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["query", "rank", "id", "score"])
+    writer.writerows(rows)
+    atomic_write_text(csv_path, buffer.getvalue())
+    typer.echo(f"written: {csv_path} ({len(rows)} rows)")
 
 
 @app.command()

@@ -30,8 +30,11 @@ Keys:
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,7 +45,11 @@ from attributor.gif.probe import kmeans_labels, probe_gradients, projection_matr
 from attributor.registry import Registered
 
 __all__ = ["Fingerprinter", "EmbeddingFingerprinter", "ProbeGradientFingerprinter", "GifFingerprinter",
-           "make_fingerprinter", "fingerprinter_names", "item_texts", "unit_rows", "clear_embedding_cache"]
+           "make_fingerprinter", "fingerprinter_names", "load_fingerprinter", "item_texts", "unit_rows",
+           "clear_embedding_cache"]
+
+SPEC_FILE = "fingerprinter.json"
+STATE_FILE = "state.safetensors"
 
 _ENCODERS: dict[str, tuple[Any, Any]] = {}
 _EMBEDDINGS: dict[tuple[str, int, str], np.ndarray] = {}  # (encoder path, max_length, text) -> unit row
@@ -112,6 +119,44 @@ class Fingerprinter(Registered, kind="fingerprinter"):
     def _fit_digest(self) -> str | None:
         return None
 
+    # -- persistence ------------------------------------------------------------------
+    def init_args(self) -> dict[str, Any]:
+        """The constructor's arguments as given (what :func:`load_fingerprinter` passes back)."""
+        import inspect
+
+        return {name: getattr(self, name) for name in inspect.signature(type(self).__init__).parameters if name != "self"}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The fitted state as named tensors (saved as safetensors); default: nothing learnt."""
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_tensors` returned and mark the fingerprinter fitted."""
+        self._fit([], None)
+        self.fitted_ = True
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the fitted fingerprinter to ``folder`` (``fingerprinter.json`` + ``state.safetensors``), atomically."""
+        from safetensors.torch import save_file
+
+        from attributor._io import atomic_directory
+
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(f"fingerprinter {self.key!r} is not fitted; fit it before saving")
+        args = self.init_args()
+        try:
+            json.dumps(args)
+        except TypeError:
+            raise ConfigError(f"fingerprinter {self.key!r} cannot be saved: its arguments are not all JSON "
+                              f"({', '.join(sorted(args))})") from None
+        folder = Path(folder)
+        with atomic_directory(folder) as tmp:
+            tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_tensors().items()}
+            save_file(tensors, str(tmp / STATE_FILE))
+            (tmp / SPEC_FILE).write_text(json.dumps({"format": "attributor-fingerprinter", "key": self.key,
+                                                     "args": args, "spec": self.spec()}, indent=2))
+        return folder
+
     def _fit(self, items: list[Any], labels: Sequence[int] | None) -> None:
         """Learn from ``items`` (and ``labels``); default: nothing to learn."""
 
@@ -148,10 +193,11 @@ class EmbeddingFingerprinter(Fingerprinter, key="embedding"):
     def _encoder(self) -> tuple[Any, Any]:
         path = self._path()
         if path not in _ENCODERS:
-            import os
-
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import transformers
             from transformers import AutoModel, AutoTokenizer
+
+            transformers.utils.logging.disable_progress_bar()  # a local folder loads in a blink: no bar
 
             try:
                 tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
@@ -254,6 +300,30 @@ class ProbeGradientFingerprinter(Fingerprinter, key="probe-gradient"):
             digest.update(tensor.detach().cpu().numpy().tobytes())
         return digest.hexdigest()[:16]
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {**{f"probe.{name}": value for name, value in self.probe_.state_dict().items()},
+                "projection": self.projection_, "labels": torch.from_numpy(self.labels_)}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        from attributor.gif.probe import ProbeNetwork
+
+        try:
+            weight, out = tensors["probe.hidden.weight"], tensors["probe.out.weight"]
+            probe = ProbeNetwork(weight.shape[1], weight.shape[0], out.shape[0], self.dropout)
+            probe.load_state_dict({name[len("probe."):]: value for name, value in tensors.items() if name.startswith("probe.")})
+            projection, labels = tensors["projection"], tensors["labels"].numpy().astype(np.int64)
+        except (KeyError, RuntimeError) as err:
+            raise DataError(f"the saved probe-gradient state does not fit its settings: {str(err).splitlines()[0]}") from None
+        self.embedder_ = EmbeddingFingerprinter(self.model_path)
+        self.embedder_.load_state_tensors({})
+        if weight.shape[1] != self.embedder_.dim_ or projection.shape != (self.dim, sum(p.numel() for p in probe.parameters())):
+            raise DataError(f"the saved probe (input {weight.shape[1]}, projection {tuple(projection.shape)}) does not match "
+                            f"the encoder ({self.embedder_.dim_}-d) and dim={self.dim}")
+        self.probe_, self.projection_, self.labels_ = probe.eval(), projection, labels
+        self.n_params_ = projection.shape[1]
+        self.dim_ = self.dim
+        self.fitted_ = True
+
     def gradient_features(self, embeddings: np.ndarray, labels: Sequence[int] | None = None) -> np.ndarray:
         """c_x (n, m) from embeddings (n, d): unit-norm projected probe gradients at ``labels``
         (default: the probe's predicted class)."""
@@ -316,6 +386,16 @@ class GifFingerprinter(Fingerprinter, key="gif"):
     def _fit_digest(self) -> str | None:
         return self.probe_._fit_digest() if hasattr(self, "probe_") else None
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return self.probe_.state_tensors()
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.probe_ = self._probe()
+        self.probe_.load_state_tensors(tensors)
+        self.labels_ = self.probe_.labels_
+        self.dim_ = self.probe_.embedder_.dim_ + self.dim
+        self.fitted_ = True
+
     def combine(self, embeddings: np.ndarray, gradients: np.ndarray) -> np.ndarray:
         """[alpha e/|e| ; beta c/|c|] (n, d + m) float32."""
         return np.concatenate([self.alpha * unit_rows(embeddings), self.beta * unit_rows(gradients)], axis=1).astype(np.float32)
@@ -338,6 +418,35 @@ def make_fingerprinter(key: str, **kwargs: Any) -> Fingerprinter:
         return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"fingerprinter {key!r}: {err}") from None
+
+
+def load_fingerprinter(folder: str | os.PathLike[str]) -> Fingerprinter:
+    """The fitted fingerprinter saved in ``folder`` by :meth:`Fingerprinter.save` (safetensors: nothing is unpickled).
+
+    Refused in one line if the folder is missing or damaged, or if the reloaded state
+    does not reproduce the saved ``fit_digest``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    spec_file, state_file = folder / SPEC_FILE, folder / STATE_FILE
+    if not spec_file.is_file() or not state_file.is_file():
+        raise DataError(f"no saved fingerprinter in {folder} (expected {SPEC_FILE} and {STATE_FILE})")
+    try:
+        saved = json.loads(spec_file.read_text())
+        key, args, spec = saved["key"], dict(saved["args"]), dict(saved["spec"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"cannot read {spec_file}: {err}") from None
+    try:
+        tensors = load_file(str(state_file))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise DataError(f"cannot read {state_file}: {str(err).splitlines()[0]}") from None
+    fingerprinter = make_fingerprinter(key, **args)
+    fingerprinter.load_state_tensors(tensors)
+    if fingerprinter.spec()["fit_digest"] != spec.get("fit_digest"):
+        raise DataError(f"the fingerprinter state in {state_file} does not match its recorded fit; re-fingerprint the corpus")
+    return fingerprinter
 
 
 def fingerprinter_names() -> list[str]:

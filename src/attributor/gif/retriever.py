@@ -97,14 +97,15 @@ class GifRetriever:
         store: the fingerprint store (split ``split``).
         refiner: e.g. :class:`TrakRefiner` (fitted), or None.
         candidates: how many index hits the refiner re-ranks (default 100).
-        index_kind: ``exact`` (numpy) or an :mod:`attributor.index` kind.
+        index_kind: ``exact`` (numpy) or an :mod:`attributor.index` kind (built into the store folder).
+        index: an already built :class:`attributor.index.Index` over ``store`` (overrides ``index_kind``).
         mix: weight of the refiner's score in the final score (see the module docstring).
 
     Example (see tests/gif): ``GifRetriever(fp, store).fit().query(["Where was Ann born? Paris"], k=5)``.
     """
 
     def __init__(self, fingerprinter: Fingerprinter, store: FeatureStore, split: str = "train", refiner: Any = None,
-                 candidates: int = 100, index_kind: str = "exact", mix: float = 1.0):
+                 candidates: int = 100, index_kind: str = "exact", mix: float = 1.0, index: Any = None):
         self.fingerprinter = fingerprinter
         self.store = store
         self.split = split
@@ -112,6 +113,7 @@ class GifRetriever:
         self.candidates = candidates
         self.index_kind = index_kind
         self.mix = mix
+        self.index = index
 
     def fit(self) -> "GifRetriever":
         from attributor.gif.store import search_store
@@ -124,7 +126,11 @@ class GifRetriever:
         if spec.get("kind") != self.fingerprinter.key or spec.get("fit_digest") != self.fingerprinter.spec()["fit_digest"]:
             raise ConfigError(f"the store at {self.store.path} holds {spec.get('kind')!r} fingerprints of another fit; "
                               f"rewrite it with this {self.fingerprinter.key!r} fingerprinter")
-        self.index_ = search_store(self.store, split=self.split, kind=self.index_kind)
+        if self.index is not None:
+            self.index.check_store(self.store)
+            self.index_ = self.index
+        else:
+            self.index_ = search_store(self.store, split=self.split, kind=self.index_kind)
         return self
 
     def query(self, items: Sequence[Any], k: int = 10) -> list[Retrieved]:

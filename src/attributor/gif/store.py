@@ -38,7 +38,7 @@ def fingerprint_settings(fingerprinter: Fingerprinter, chunk_size: int = 256, dt
 
 def write_fingerprints(fingerprinter: Fingerprinter, items: Sequence[Any], path: str | os.PathLike[str], *,
                        split: str = "train", labels: Sequence[int] | None = None, chunk_size: int = 256,
-                       dtype: str = "float32", overwrite: bool = False) -> FeatureStore:
+                       dtype: str = "float32", overwrite: bool = False, progress: bool = False) -> FeatureStore:
     """Fingerprint ``items`` into split ``split`` of the store at ``path``; resumes a killed run.
 
     The fingerprinter must be fitted; the store is refused if it holds another
@@ -55,10 +55,14 @@ def write_fingerprints(fingerprinter: Fingerprinter, items: Sequence[Any], path:
     store.add_split(split, len(items), items_id([items, None if labels is None else np.asarray(labels).tolist()]))
     todo = store.missing_chunks(split, 0)
     if todo:
-        with store.writing():
+        from attributor.progress import progress_bar
+
+        with store.writing(), progress_bar(sum(stop - start for _, start, stop in todo), f"fingerprint {split}",
+                                           progress) as bar:
             for index, start, stop in todo:
                 rows = fingerprinter.transform(items[start:stop], None if labels is None else labels[start:stop])
                 store.write_chunk(split, 0, index, rows, np.ones(stop - start, dtype=np.float32))
+                bar.update(stop - start)
     return store
 
 
