@@ -135,3 +135,31 @@ def test_mix_blends_standardised_scores_and_zero_keeps_the_index_order(tmp_path,
     expected = 0.5 * (ann - ann.mean()) / ann.std() + 0.5 * (ids - ids.mean()) / ids.std()
     np.testing.assert_allclose(np.sort(half.scores)[::-1], np.sort(expected)[::-1], rtol=1e-5)
     assert set(half.ids) == set(plain.ids)
+
+
+@pytest.mark.parametrize("name", ["datainf", "if-explicit"])
+def test_influence_refiner_equals_exhaustive_influence_columns(tmp_path, name):
+    """Refining candidates by an influence method gives exactly its exhaustive scores at those rows (float64)."""
+    from zoo import classification_data, dataset, mlp, train_and_save
+
+    from attributor.gif.retriever import InfluenceRefiner
+    from attributor.methods import get_method
+    from attributor.methods.base import TrainingContext
+    from attributor.tasks import get_task
+
+    x, y = classification_data(30)
+    xq, yq = classification_data(4, seed=1)
+    model = mlp()
+    checkpoints = train_and_save(model, x, y, tmp_path, n_checkpoints=1)
+    context = TrainingContext(model=model, task=get_task("classification"),
+                              datasets={"train": dataset(x, y), "queries": dataset(xq, yq)}, checkpoints=checkpoints)
+    method = get_method(name).fit(split="train", context=context)
+    exhaustive = method.score("queries", dense=True).values
+    candidates = np.array([[3, 0, 29], [5, 6, 7], [1, 2, 3], [9, 9, 8]])
+    refiner = InfluenceRefiner(method, lambda items: (xq[items], yq[items])).fit()
+    refined = refiner.score_items([0, 1, 2, 3], candidates)
+    np.testing.assert_allclose(refined, np.take_along_axis(exhaustive, candidates, 1), rtol=1e-9, atol=1e-12)
+    refiner.cached_ = None  # the same scores from gradients of the candidate rows only
+    np.testing.assert_allclose(refiner.score_items([0, 1, 2, 3], candidates), refined, rtol=1e-9, atol=1e-12)
+    with pytest.raises(Exception, match="influence-function method"):
+        InfluenceRefiner(TRAK(), lambda items: None).fit()

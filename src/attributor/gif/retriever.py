@@ -15,7 +15,12 @@ candidates (z(s) = (s - mean) / std, 0 where all are equal):
 
     score(z, x) = (1 - mix) z(<h_z, h_x>) + mix z(tau(z)_x),
 
-so mix = 1 (the default) is TRAK alone and mix = 0 keeps the index order. Examples outside
+so mix = 1 (the default) is TRAK alone and mix = 0 keeps the index order.
+:class:`InfluenceRefiner` does the same with any fitted influence-function method
+(``datainf``, ``if-ekfac``, ``if-lissa``, ``if-cg``, ``if-explicit``): its own score
+-grad f(z)^T (C + lambda I)^{-1} grad l(x) for the candidates only (one inverse product
+per query, exact per-example gradients of the candidate rows), equal to the candidate's
+entry in the method's exhaustive scores. Examples outside
 C(z) are never returned; the index score of each returned
 candidate is kept as ``ann_scores``. Latency per query is split into embed, gradient,
 search and refine (ms).
@@ -34,7 +39,7 @@ from attributor.errors import ConfigError, NotFittedError
 from attributor.features.store import FeatureStore
 from attributor.gif.fingerprints import Fingerprinter
 
-__all__ = ["GifRetriever", "TrakRefiner", "Retrieved"]
+__all__ = ["GifRetriever", "TrakRefiner", "InfluenceRefiner", "Retrieved"]
 
 
 @dataclass
@@ -86,6 +91,68 @@ class TrakRefiner:
         start = time.perf_counter()
         scores = self.score_features(features, candidates)
         timing["refine"] += inner["gradient"] + 1e3 * (time.perf_counter() - start)
+        return scores
+
+
+class InfluenceRefiner:
+    """Re-rank candidates by a fitted influence-function method (:class:`attributor.methods.influence.InfluenceFunction`).
+
+    Args:
+        method: fitted on a TrainingContext whose split ``method.split_`` holds the indexed
+            training rows in the same order as the fingerprint store.
+        encode: ``encode(items) -> batch`` for the method's Task (e.g. token ids, attention
+            mask and labels of a causal LM, right-padded), used for new queries.
+
+    Cost per query: one measurement gradient, one inverse product, and the training-loss
+    gradients of the candidate rows (taken from the method's in-memory gradient cache when
+    it holds them, else computed for those rows only).
+    """
+
+    def __init__(self, method: Any, encode: Any):
+        self.method = method
+        self.encode = encode
+
+    def fit(self) -> "InfluenceRefiner":
+        from attributor.methods.influence import InfluenceFunction
+
+        if not isinstance(self.method, InfluenceFunction):
+            raise ConfigError(f"InfluenceRefiner needs an influence-function method (datainf, if-ekfac, if-lissa, if-cg, "
+                              f"if-explicit), got {type(self.method).__name__}")
+        self.method._fitted()
+        cache = self.method.train_gradients_._cache
+        self.cached_ = torch.cat([grads for _, _, grads in cache]) if cache is not None else None
+        return self
+
+    def score_items(self, items: Sequence[Any], candidates: np.ndarray) -> np.ndarray:
+        """Influence scores (q, c) of candidate rows ``candidates`` (q, c) for query ``items``."""
+        from attributor.features.gradients import per_example_gradients
+        from attributor.methods._context import cast_batch, collate
+
+        if not hasattr(self, "cached_"):
+            raise NotFittedError("InfluenceRefiner is not fitted; call fit() first")
+        method = self.method
+        batch = cast_batch(self.encode(list(items)), torch.float64)
+        query = per_example_gradients(method.model_, method.context_.task, batch, method.parameter_names_).detach()
+        solved = method._inverse_hvp(query.T)  # (p, q)
+        candidates = np.asarray(candidates, dtype=np.int64)
+        rows = np.unique(candidates[candidates >= 0])
+        if self.cached_ is not None:
+            train = self.cached_[torch.from_numpy(rows)]
+        else:
+            dataset = method.context_.dataset(method.split_)
+            train = torch.cat([per_example_gradients(method.model_, method.context_.task, collate(dataset, chunk),
+                                                     method.parameter_names_, function="train_loss").detach()
+                               for chunk in np.array_split(rows, max(1, -(-len(rows) // method.batch_size)))])
+        position = {int(r): i for i, r in enumerate(rows)}
+        take = torch.tensor([[position.get(int(c), 0) for c in row] for row in candidates]).reshape(len(candidates), -1)
+        products = -(train @ solved)  # (rows, q): every candidate row against every query of the batch
+        scores = torch.gather(products.T, 1, take)  # (q, c): each query's own candidates
+        return np.where(candidates >= 0, scores.numpy(), -np.inf)
+
+    def refine(self, items: Sequence[Any], candidates: np.ndarray, timing: dict[str, float]) -> np.ndarray:
+        start = time.perf_counter()
+        scores = self.score_items(items, candidates)
+        timing["refine"] += 1e3 * (time.perf_counter() - start)
         return scores
 
 
