@@ -49,6 +49,9 @@ def tiny_gpt2(folder: str | os.PathLike[str], width: int = 32, layers: int = 1, 
     tokenizer.save_pretrained(str(folder))
     config = GPT2Config(vocab_size=vocab_size, n_embd=width, n_layer=layers, n_head=2, n_positions=128,
                         bos_token_id=tokenizer.bos_token_id or 0, eos_token_id=tokenizer.eos_token_id or 0)
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # one small shard: no "Writing model shards" bar
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         GPT2LMHeadModel(config).save_pretrained(str(folder))
