@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from attributor.errors import ConfigError
 
@@ -34,6 +34,30 @@ DATA_FORMATS = ("csv", "tsv", "jsonl", "parquet", "npz", "hf")
 
 class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse true/false where a number is expected (pydantic would read them as 1 and 0)."""
+        kind = _number_kind(cls.model_fields[info.field_name].annotation)
+        if kind and (isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value))):
+            raise ValueError(f"expected {kind}, got {json.dumps(value)} (true/false is not a number)")
+        return value
+
+
+def _number_kind(annotation: Any) -> str | None:
+    """'an integer' / 'a number' when ``annotation`` is int or float (optional, or a list of them), else None."""
+    options = [a for a in (get_args(annotation) if get_origin(annotation) not in (None, list, Literal) else (annotation,))
+               if a is not type(None)]
+    if bool in options:
+        return None
+    for option in options:
+        inner = get_args(option)[0] if get_origin(option) is list and get_args(option) else option
+        if inner is int:
+            return "an integer" if option is int else "a list of integers"
+        if inner is float:
+            return "a number" if option is float else "a list of numbers"
+    return None
 
 
 class DataArgs(_Args):
@@ -381,10 +405,23 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        first = str(err).splitlines()[0]
+        first = _yaml_message(err) if isinstance(err, yaml.YAMLError) else str(err).splitlines()[0]
         raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {first}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def _yaml_message(err: yaml.YAMLError) -> str:
+    """One line from a YAML error, keeping where it is: the problem at line L, column C (1-based) and its context."""
+    problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+    if problem is None or mark is None:
+        return " ".join(str(err).split())
+    message = f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context:
+        message += f" ({context}" + (f" started at line {context_mark.line + 1}, column {context_mark.column + 1})"
+                                     if context_mark is not None else ")")
+    return message

@@ -17,6 +17,12 @@ committed chunks (``done_mask``).
 
 Settings (task, model, checkpoint ids, projector spec, dtype, chunk size, dimensions) are
 fixed when the store is created; opening it with different settings is refused.
+
+Damage (a truncated or flipped chunk file, a deleted one) is found by :meth:`FeatureStore.check`
+(``attributor store verify``), which reads every committed file in full and lists every
+problem. :meth:`FeatureStore.repair` (``attributor store repair``) takes the damaged chunks
+out of the manifest, under the write lock and with the same atomic commit as a write, so
+that the next featurize recomputes exactly those chunks and nothing else.
 """
 
 from __future__ import annotations
@@ -75,6 +81,12 @@ class FeatureStore:
         for key in ("settings", "splits"):
             if not isinstance(manifest.get(key), dict):
                 raise StoreCorruptedError(f"{path / MANIFEST} has no {key!r} section")
+        damage = _manifest_damage(manifest)
+        if damage:
+            raise StoreCorruptedError(
+                f"{path / MANIFEST} is damaged ({damage}); `attributor store repair` cannot fix that: "
+                f"delete {path} and run featurize again"
+            )
         return cls(path, manifest)
 
     def has_work(self) -> bool:
@@ -248,10 +260,12 @@ class FeatureStore:
             file = folder / f"{name}_{index:06d}.npy"
             key = str(file)
             if key not in self._verified:
-                if not file.is_file():
-                    raise StoreCorruptedError(f"{file} is listed in the manifest but missing; re-run featurize with --overwrite")
-                if sha256_file(file) != entry[name]:
-                    raise StoreCorruptedError(f"{file} does not match its checksum; the store is corrupted, re-run featurize with --overwrite")
+                problem = _file_problem(file, entry[name])
+                if problem is not None:
+                    raise StoreCorruptedError(
+                        f"{file} {problem}; the store is corrupted: run `attributor store repair {self.path}`, then "
+                        "featurize again (it recomputes exactly the dropped chunks)"
+                    )
                 self._verified.add(key)
             arrays.append(np.load(file, mmap_mode="r", allow_pickle=False))
         return arrays[0], arrays[1]
@@ -272,11 +286,99 @@ class FeatureStore:
         return np.concatenate([np.asarray(q) for _, _, _, q in self.iter_chunks(split, checkpoint)])
 
     def verify(self) -> None:
-        """Check the checksum of every committed chunk; raise StoreCorruptedError on the first bad one."""
+        """Check the checksum of every committed chunk; raise StoreCorruptedError on the first bad one.
+
+        :meth:`check` lists every problem instead of stopping at the first.
+        """
         for split in self.splits:
             for checkpoint in range(self.n_checkpoints):
                 for index in self._split(split)["chunks"][str(checkpoint)]:
                     self.read_chunk(split, checkpoint, int(index))
+
+    # -- checking and repairing -------------------------------------------------------
+    def n_committed(self) -> tuple[int, int]:
+        """``(committed, total)`` chunks over every split and checkpoint."""
+        committed = total = 0
+        for split in self.splits:
+            for checkpoint in range(self.n_checkpoints):
+                n_chunks = len(self.chunk_bounds(split))
+                total += n_chunks
+                committed += n_chunks - len(self.missing_chunks(split, checkpoint))
+        return committed, total
+
+    def check(self) -> list[str]:
+        """Every problem of the store, one line each; an empty list means it is intact.
+
+        Reads every committed chunk file in full (sha256) and checks that it exists, matches
+        its checksum and holds the shape and dtype the manifest implies ((rows, k) features
+        of the store's dtype, (rows,) out_to_loss), and that the manifest's done entries name
+        real chunks and checkpoints. Chunks not yet featurized are not problems.
+        """
+        self._refresh()
+        return [problem for _, _, _, problem in self._audit()]
+
+    def repair(self) -> list[str]:
+        """Drop every damaged chunk from the manifest (see :meth:`check`); return one line per chunk dropped.
+
+        Runs under the write lock on the manifest as it is on disk, and commits it with one
+        atomic rename: the next featurize then recomputes exactly the dropped chunks. The
+        damaged files stay until featurize replaces them (nothing listed points to them).
+        """
+        dropped: list[str] = []
+        with self.writing():
+            self._manifest = FeatureStore.open(self.path)._manifest  # the committed state, read under the lock
+            audit = self._audit()
+            for split, checkpoint, index, problem in audit:
+                chunks = self._manifest["splits"][split]["chunks"]
+                if index is not None:
+                    if index in chunks.get(checkpoint, {}):
+                        del chunks[checkpoint][index]
+                        what = problem.removesuffix(" " + _where(split, checkpoint, index))
+                        dropped.append(f"dropped chunk {index} of split {split!r} at checkpoint {checkpoint}: {what}")
+                elif checkpoint in chunks:  # an entry for a checkpoint the store does not have
+                    dropped.append(f"dropped {len(chunks.pop(checkpoint))} chunks of split {split!r}: {problem}")
+                else:  # the entry of a checkpoint is missing: nothing is done there yet
+                    chunks[checkpoint] = {}
+                    dropped.append(f"added the missing entry of split {split!r} at checkpoint {checkpoint}: {problem}")
+            if audit:
+                self._verified.clear()
+                self.save()
+        return dropped
+
+    def _audit(self) -> list[tuple[str, str, str | None, str]]:
+        """``(split, checkpoint key, chunk key or None, problem)`` of every problem in the manifest as loaded."""
+        found: list[tuple[str, str, str | None, str]] = []
+        expected = [str(c) for c in range(self.n_checkpoints)]
+        q_dtype = np.dtype(np.float64 if self.dtype == np.float64 else np.float32)
+        for split in self.splits:
+            chunks = self._manifest["splits"][split]["chunks"]
+            bounds = {str(index): (start, stop) for index, start, stop in self.chunk_bounds(split)}
+            for checkpoint in expected:
+                if checkpoint not in chunks:
+                    found.append((split, checkpoint, None,
+                                  f"split {split!r} has no entry for checkpoint {checkpoint} in the manifest"))
+            for checkpoint in sorted(set(chunks) - set(expected)):
+                found.append((split, checkpoint, None, f"split {split!r} lists chunks for checkpoint {checkpoint!r}, "
+                                                       f"but the store has {self.n_checkpoints} checkpoints"))
+            for checkpoint in expected:
+                for index, entry in sorted(chunks.get(checkpoint, {}).items(), key=lambda item: _sort_key(item[0])):
+                    where = _where(split, checkpoint, index)
+                    if index not in bounds:
+                        found.append((split, checkpoint, index, f"the manifest lists chunk {index!r} of split {split!r} at checkpoint "
+                                                                f"{checkpoint}, but the split has chunks 0..{len(bounds) - 1}"))
+                        continue
+                    if not isinstance(entry, dict) or not all(isinstance(entry.get(n), str) for n in ("features", "out_to_loss")):
+                        found.append((split, checkpoint, index, f"the manifest entry of chunk {index} of split {split!r} at "
+                                                                f"checkpoint {checkpoint} is malformed: {entry!r}"))
+                        continue
+                    rows = bounds[index][1] - bounds[index][0]
+                    folder = self.path / split / f"ckpt{int(checkpoint):03d}"
+                    for name, shape, dtype in (("features", (rows, self.dim), self.dtype), ("out_to_loss", (rows,), q_dtype)):
+                        file = folder / f"{name}_{int(index):06d}.npy"
+                        problem = _file_problem(file, entry[name]) or _array_problem(file, shape, dtype)
+                        if problem is not None:
+                            found.append((split, checkpoint, index, f"{file} {problem} {where}"))
+        return found
 
     def _refresh(self) -> None:
         """Re-read the manifest from disk, unless this object is the writer (then it is current)."""
@@ -290,4 +392,69 @@ class FeatureStore:
             return self._manifest["splits"][split]
         except KeyError:
             raise StoreError(f"the feature store at {self.path} has no split {split!r} (it has: {', '.join(self.splits) or 'none'})") from None
+
+
+def _manifest_damage(manifest: dict[str, Any]) -> str | None:
+    """What makes a manifest unusable (wrong types where every reader needs them), or None."""
+    settings = manifest["settings"]
+    checkpoints = settings.get("checkpoints")
+    if not isinstance(checkpoints, list) or not checkpoints:
+        return f"settings.checkpoints must be a non-empty list, got {checkpoints!r}"
+    if settings.get("dtype") not in DTYPES:
+        return f"settings.dtype must be one of {DTYPES}, got {settings.get('dtype')!r}"
+    for key, least in (("chunk_size", 1), ("dim", 0)):
+        value = settings.get(key)
+        if not _is_int(value) or value < least:
+            return f"settings.{key} must be an integer >= {least}, got {value!r}"
+    for name, split in manifest["splits"].items():
+        if not isinstance(split, dict):
+            return f"split {name!r} must be a mapping, got {type(split).__name__}"
+        if not _is_int(split.get("n")) or split["n"] < 0:
+            return f"split {name!r} has n = {split.get('n')!r}, not a count"
+        chunks = split.get("chunks")
+        if not isinstance(chunks, dict) or not all(isinstance(done, dict) for done in chunks.values()):
+            return f"the chunks of split {name!r} must map each checkpoint to a mapping of chunks, got {chunks!r:.80}"
+    return None
+
+
+def _where(split: str, checkpoint: str, index: str) -> str:
+    return f"(chunk {index} of split {split!r} at checkpoint {checkpoint})"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _sort_key(key: str) -> tuple[int, str]:
+    return (int(key), "") if key.isdigit() else (-1, key)
+
+
+def _file_problem(file: Path, checksum: str) -> str | None:
+    """Why ``file`` does not hold what the manifest committed (sha256 ``checksum``), or None."""
+    if not file.is_file():
+        return "is listed in the manifest but missing"
+    if sha256_file(file) != checksum:
+        return "does not match its checksum"
+    return None
+
+
+def _array_problem(file: Path, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    """Why the .npy ``file`` is not a ``shape`` array of ``dtype`` (read from its header), or None."""
+    try:
+        with open(file, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                found_shape, _, found_dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                found_shape, _, found_dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                return f"is a .npy file of version {version}, which attributor does not write"
+            offset = handle.tell()
+    except (OSError, ValueError) as err:
+        return f"is not a readable .npy file ({err})"
+    if tuple(found_shape) != tuple(shape) or found_dtype != dtype:
+        return f"holds a {found_dtype} array of shape {tuple(found_shape)}; the manifest implies {dtype} {tuple(shape)}"
+    if file.stat().st_size != offset + int(np.prod(shape)) * dtype.itemsize:
+        return f"has {file.stat().st_size} bytes, not the {offset + int(np.prod(shape)) * dtype.itemsize} of its header"
+    return None
 

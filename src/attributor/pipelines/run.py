@@ -96,6 +96,8 @@ class Run:
 
     # -- directory and config ---------------------------------------------------------
     def _open(self, overwrite: bool) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise StoreError(f"--out {self.out} is a file, not a run directory; choose a folder for --out")
         config_file = self.out / "config.json"
         if config_file.is_file():
             try:
@@ -123,7 +125,10 @@ class Run:
             if foreign:
                 raise StoreError(f"{self.out} exists and is not an attributor run directory (it holds {', '.join(sorted(foreign)[:3])}); "
                                  "choose another --out")
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # e.g. a parent of --out is a file
+            raise StoreError(f"cannot create the run directory {self.out}: {err.strerror}; choose another --out") from None
         atomic_write_json(config_file, self.config.model_dump(mode="json"))
 
     def _input_paths(self) -> list[str]:
