@@ -293,3 +293,23 @@ def test_cli_analyze_writes_the_reports_or_prints_one_line(files, tmp_path, caps
     err = capsys.readouterr().err
     assert err.strip() == "error: unknown similarity metric 'cos'; choose one of: cosine, l1"
     assert not (tmp_path / "bad").exists()
+
+
+def test_model_info_parents_are_kept_in_the_report(tmp_path, files):
+    results, model_info = files
+    entries = info()
+    entries[1]["base"] = "alpha-base"  # alpha-chat: one parent
+    entries[2]["parents"] = ["alpha-base", "beta-base"]  # alpha-ft: a merge of two
+    model_info.write_text(json.dumps(entries))
+    infos = {m.model_id: m for m in load_model_info(model_info)}
+    assert infos["alpha-chat"].parents == ("alpha-base",) and infos["alpha-ft"].parents == ("alpha-base", "beta-base")
+    assert infos["alpha-base"].parents == ()
+    run_analysis(results, model_info, "input_output", "cosine", tmp_path / "out", console=False)
+    shown = {m["model_id"]: m for m in json.loads((tmp_path / "out" / "report.json").read_text())["models"]}
+    assert shown["alpha-ft"]["parents"] == ["alpha-base", "beta-base"] and shown["alpha-chat"]["base"] == "alpha-base"
+    assert {m.model_id: m.parents for m in load_report(tmp_path / "out" / "report.json").models}["alpha-ft"] == \
+        ("alpha-base", "beta-base")
+    entries[2]["parents"] = "alpha-base"
+    model_info.write_text(json.dumps(entries))
+    with pytest.raises(DataError, match="'parents' must be a list of model ids"):
+        load_model_info(model_info)

@@ -137,3 +137,110 @@ def test_methods_may_be_a_list_with_method_args():
     with pytest.raises((ConfigError, ValueError), match="not listed"):
         ProvenanceConfig.model_validate({"models": [{"model_id": "a", "path": "a"}], "methods": ["next_token"],
                                          "method_args": {"input_output": {"n0": 12}}})
+
+
+def test_a_relative_model_info_is_read_beside_the_config_not_in_the_working_directory(tmp_path, models, monkeypatch, capsys):
+    from attributor.provenance.experiment import load_provenance_config
+
+    folder, elsewhere = tmp_path / "configs", tmp_path / "cwd"
+    folder.mkdir(), elsewhere.mkdir()
+    meant = [{"model_id": "base", "path": str(models / "base")}, {"model_id": "other", "path": str(models / "other")}]
+    (folder / "model_info.json").write_text(json.dumps(meant))
+    decoy = [{"model_id": "decoy", "path": str(models / "derived")}]  # same file name, in the working directory
+    (elsewhere / "model_info.json").write_text(json.dumps(decoy))
+    config = folder / "experiment.json"
+    config.write_text(json.dumps({"model_info": "model_info.json", "methods": {"embedding_gram": {"max_words": 40}},
+                                  "metrics": ["l1"], "output_dir": str(tmp_path / "out")}))
+    monkeypatch.chdir(elsewhere)
+    assert load_provenance_config(config).model_info == folder / "model_info.json"
+    assert main(["provenance", "run", "--config", str(config), "--quiet"]) == 0
+    assert json.loads((tmp_path / "out" / "similarity_matrices.json").read_text())["models"] == ["base", "other"]
+    # an override (a command-line value) stays relative to the working directory
+    assert load_provenance_config(config, {"model_info": "model_info.json"}).model_info == elsewhere / "model_info.json"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model_type": "Franken"}, "unknown model type 'Franken'"),
+    ({"model_id": "x" * 300}, "longer than 255 characters"),
+    ({"parents": ["base", ""]}, "parents"),
+])
+def test_metadata_the_registry_refuses_stops_the_run_before_any_model_is_loaded(tmp_path, models, monkeypatch, capsys,
+                                                                                 change, message):
+    import attributor.provenance.models as loading
+
+    loaded = []
+    real = loading.load_causal_lm
+    monkeypatch.setattr(loading, "load_causal_lm", lambda *a, **k: loaded.append(a) or real(*a, **k))
+    entries = [{"model_id": "base", "path": str(models / "base"), "model_type": "Base"},
+               {"model_id": "other", "path": str(models / "other"), "model_type": "Base"},
+               {"model_id": "derived", "path": str(models / "derived"), "model_type": "Fine-tuned", **change}]
+    config = write_config(tmp_path, models, model_info=None, models=entries)
+    registry = tmp_path / "registry.sqlite"
+    assert main(["provenance", "run", "--config", str(config), "--registry", str(registry), "--write-to-registry",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert loaded == []  # refused before the first model was loaded (and so before any fingerprint)
+    assert not registry.exists() and not (tmp_path / "out").exists()
+
+
+def test_model_info_records_two_parents_and_the_registry_keeps_them(tmp_path, models, capsys):
+    from typer.testing import CliRunner
+
+    from attributor.commands import registry as registry_cli
+    from attributor.provenance.experiment import read_model_info
+    from attributor.provenance.registry import Registry
+
+    info = [{"model_id": "base", "path": str(models / "base"), "model_type": "Base", "family": "a"},
+            {"model_id": "other", "path": str(models / "other"), "model_type": "Base", "family": "b"},
+            {"model_id": "derived", "path": str(models / "derived"), "model_type": "Fine-tuned", "family": "a",
+             "base": "base"},
+            {"model_id": "merged", "path": str(models / "derived"), "model_type": "Fine-tuned", "family": "a",
+             "parents": ["base", "other"]}]
+    (tmp_path / "model_info.json").write_text(json.dumps(info))
+    entries = {e.model_id: e for e in read_model_info(tmp_path / "model_info.json")}
+    assert entries["merged"].parents == ["base", "other"] and entries["derived"].parents == ["base"]
+    assert entries["base"].parents == []
+    registry = tmp_path / "registry.sqlite"
+    config = write_config(tmp_path, tmp_path, methods={"embedding_gram": {"max_words": 40}})
+    assert main(["provenance", "run", "--config", str(config), "--registry", str(registry), "--write-to-registry",
+                 "--quiet"]) == 0
+    with Registry(registry) as opened:
+        assert opened.get_model("merged").parents == ("base", "other")
+        assert opened.get_model("derived").parents == ("base",) and opened.get_model("base").parents == ()
+    written = json.loads((tmp_path / "out" / "fingerprints.json").read_text())["models"]
+    assert written["merged"]["parents"] == ["base", "other"] and written["base"]["parents"] == []
+    listing = CliRunner().invoke(registry_cli.app, ["models", "--url", str(registry)]).output.splitlines()
+    assert listing[0].split()[:5] == ["model", "name", "family", "type", "parents"]
+    assert [line.split()[4] for line in listing[1:]] == ["-", "base", "base,other", "-"]  # base, derived, merged, other
+
+
+def test_a_postgres_reader_is_refused_before_any_model_is_loaded(tmp_path, models, monkeypatch, capsys,
+                                                                 provenance_postgres, provenance_pg_database):
+    import attributor.provenance.models as loading
+    from attributor.provenance.registry import Registry
+
+    server, database = provenance_postgres, provenance_pg_database
+    with Registry(server.url(database)) as owner:
+        owner.init()
+        server.ensure_login_role("early_reader")
+        owner.grant("early_reader", "reader")
+    loaded = []
+    monkeypatch.setattr(loading, "load_causal_lm", lambda *a, **k: loaded.append(a))
+    config = write_config(tmp_path, models)
+    assert main(["provenance", "run", "--config", str(config), "--registry", server.url(database, user="early_reader"),
+                 "--write-to-registry", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "refused the write: this role may only read" in err and err.count("\n") == 1
+    assert loaded == [] and not (tmp_path / "out").exists()
+
+
+def test_a_relative_model_path_in_model_info_never_falls_back_to_the_working_directory(tmp_path, models, monkeypatch,
+                                                                                        capsys):
+    folder = tmp_path / "info"
+    folder.mkdir()
+    (folder / "model_info.json").write_text(json.dumps([{"model_id": "m", "path": "./base"}]))  # not beside the file
+    config = write_config(tmp_path, folder, methods={"embedding_gram": {"max_words": 40}})
+    monkeypatch.chdir(models)  # ... but in the working directory
+    assert main(["provenance", "run", "--config", str(config), "--quiet"]) == 2
+    assert f"model directory {folder / 'base'} does not exist" in capsys.readouterr().err

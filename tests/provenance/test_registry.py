@@ -340,3 +340,61 @@ def test_cli_commands(registry_url, tmp_path):
         assert isinstance(result.exception, RegistryError) and "file's permissions" in str(result.exception)
     result = runner.invoke(registry_cli.app, ["import", str(tmp_path / "missing.json"), "--url", registry_url])
     assert isinstance(result.exception, DataError)
+
+
+def test_a_model_records_its_parents_and_bad_parents_are_refused(registry_url):
+    merged = ModelRecord("tiny-merge", family="tiny", model_type="Fine-tuned", content_hash="hm",
+                         parents=("tiny-base", "tiny-chat"))
+    with Registry(registry_url) as registry:
+        registry.init()
+        assert registry.upsert_model(merged) == "added"
+        assert registry.get_model("tiny-merge").parents == ("tiny-base", "tiny-chat")
+        assert registry.upsert_model(merged) == "unchanged"
+        assert registry.upsert_model(BASE) == "added" and registry.get_model("tiny-base").parents == ()
+        assert registry.upsert_model(ModelRecord("tiny-merge", content_hash="hm", parents=["tiny-chat"])) == "updated"
+        assert registry.get_model("tiny-merge").parents == ("tiny-chat",)
+        for parents, message in [(("a", "a"), "more than once"), (("tiny-merge",), "its own parent"),
+                                 (("",), "non-empty string"), ("tiny-base", "a list")]:
+            with pytest.raises(DataError, match=message) as caught:
+                registry.upsert_model(ModelRecord("tiny-merge", content_hash="hm", parents=parents))
+            one_line(caught.value)
+
+
+def test_a_registry_of_the_previous_schema_still_opens_and_upgrades_itself(registry_url):
+    with Registry(registry_url) as registry:
+        assert registry.migrate(target=2) == [1, 2]  # the schema before models had parents
+    raw_execute(registry_url, "INSERT INTO models (model_id, display_name, content_hash, created) "
+                              "VALUES ('old', 'Old', 'h', '2024-01-01 00:00:00')")
+    with Registry(registry_url) as registry:
+        assert [(m.model_id, m.parents) for m in registry.list_models()] == [("old", ())]  # readable as it is
+        assert registry.get_model("old").content_hash == "h"
+        merged = ModelRecord("new", content_hash="n", parents=("old", "x"))
+        if registry.dialect == "sqlite":  # the single-user file upgrades itself on the first write
+            assert registry.upsert_model(merged) == "added"
+        else:  # a shared server is upgraded by its owner, never by a write
+            with pytest.raises(RegistryError, match="schema version 2.*registry init"):
+                registry.upsert_model(merged)
+            assert registry.init() == list(range(3, SCHEMA_VERSION + 1))
+            assert registry.upsert_model(merged) == "added"
+        assert registry.schema_version() == SCHEMA_VERSION
+        assert [(m.model_id, m.parents) for m in registry.list_models()] == [("new", ("old", "x")), ("old", ())]
+
+
+def test_a_new_sqlite_registry_is_private_to_its_owner(tmp_path):
+    path = tmp_path / "made" / "here" / "registry.sqlite"
+    old = os.umask(0o022)
+    try:
+        with Registry(path) as registry:
+            registry.upsert_model(BASE)
+            registry.put_fingerprint("tiny-base", "m", {}, [1.0])
+            for made in [path, path.parent, path.parent.parent,
+                         *(p for p in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")) if p.exists())]:
+                assert stat.S_IMODE(made.stat().st_mode) == (0o700 if made.is_dir() else 0o600), made
+    finally:
+        os.umask(old)
+    existing = tmp_path / "shared.sqlite"
+    existing.touch(mode=0o640)
+    existing.chmod(0o640)
+    with Registry(existing) as registry:
+        registry.upsert_model(BASE)
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o640  # a file the user made keeps the permissions they chose

@@ -27,14 +27,15 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 def run(config: Path = typer.Option(..., "--config", "-c", help="YAML or JSON experiment config (models, methods, metrics)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (overrides output_dir in the config)."),
         registry: Optional[str] = typer.Option(None, "--registry", help="Registry URL or SQLite path (overrides the config)."),
-        use_existing: bool = typer.Option(False, "--use-existing", help="Reuse fingerprints in the registry with the same model content, method and arguments."),
-        write_to_registry: bool = typer.Option(False, "--write-to-registry", help="Store the models and fingerprints in the registry."),
+        use_existing: bool = typer.Option(False, "--use-existing", help="Reuse fingerprints in the registry with the same model content (a hash of its files, also for a hub id in the cache), method and arguments."),
+        write_to_registry: bool = typer.Option(False, "--write-to-registry", help="Store the models (with their parents) and fingerprints in the registry; every model's metadata is checked first."),
         quiet: bool = QuietOpt) -> None:
     """Fingerprint every model with every method and compare them with every metric."""
     from attributor.provenance.experiment import load_provenance_config, run_experiment
 
     settings = load_provenance_config(config, {"output_dir": out, "registry": registry})
-    result = run_experiment(settings, use_existing=use_existing, write_to_registry=write_to_registry, progress=not quiet)
+    result = run_experiment(settings, use_existing=use_existing, write_to_registry=write_to_registry, progress=not quiet,
+                            warn=lambda message: typer.echo(f"warning: {message}", err=True))
     typer.echo(f"{len(result.models)} models x {len(result.fingerprints)} methods: {result.computed} fingerprints computed, "
                f"{result.reused} reused{'; written to the registry' if write_to_registry else ''}")
     typer.echo(f"wrote {settings.output_dir / 'fingerprints.json'} and {settings.output_dir / 'similarity_matrices.json'}")

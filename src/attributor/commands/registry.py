@@ -96,7 +96,7 @@ def import_(fingerprints_json: Path = typer.Argument(..., help="A fingerprints.j
     data = _read_fingerprints_json(fingerprints_json)
     models = [ModelRecord(model_id=model_id, display_name=info.get("display_name"), family=info.get("family"),
                           model_type=info.get("model_type"), source=info.get("source"),
-                          content_hash=info.get("content_hash"))
+                          content_hash=info.get("content_hash"), parents=_parents(info))
               for model_id, info in data["models"].items()]
     fingerprints = [(item["model_id"], item["method"], item.get("args", {}), item["vector"]) for item in data["fingerprints"]]
     with _open(url) as registry:
@@ -104,6 +104,13 @@ def import_(fingerprints_json: Path = typer.Argument(..., help="A fingerprints.j
         typer.echo(f"registry at {registry.url}: models {counts['added']} added, {counts['updated']} updated, "
                    f"{counts['replaced']} replaced, {counts['unchanged']} unchanged; fingerprints {counts['written']} "
                    f"written, {counts['existing']} already stored")
+
+
+def _parents(info: dict[str, Any]) -> Any:
+    """The parents of a fingerprints.json model: its ``parents`` list, else its single ``base`` (older files)."""
+    if info.get("parents") is not None:
+        return info["parents"]  # validated by the registry: a list of model ids
+    return [info["base"]] if info.get("base") else ()
 
 
 def _read_fingerprints_json(path: Path) -> dict[str, Any]:
@@ -130,9 +137,9 @@ def models(url: Optional[str] = UrlOpt) -> None:
         if not records:
             typer.echo(f"no models in the registry at {registry.url}")
             return
-        typer.echo(_table(["model", "name", "family", "type", "content hash", "source"],
-                          [(m.model_id, m.display_name, m.family, m.model_type, (m.content_hash or "")[:12], m.source)
-                           for m in records]))
+        typer.echo(_table(["model", "name", "family", "type", "parents", "content hash", "source"],
+                          [(m.model_id, m.display_name, m.family, m.model_type, ",".join(m.parents) or None,
+                            (m.content_hash or "")[:12], m.source) for m in records]))
 
 
 @app.command()

@@ -3,7 +3,8 @@
 Inputs: ``similarity_matrices.json`` written by ``attributor provenance run``
 (``{"models": [id, ...], "results": {method: {metric: n x n}}}``; higher is more similar,
 null where two fingerprints are not comparable) and ``model_info.json`` (a JSON list of
-``{model_id, family, model_type, display_name}``, optionally ``path`` and ``base``).
+``{model_id, family, model_type, display_name}``, optionally ``path``, ``base`` (the model it
+derives from) and ``parents`` (a list of model ids, e.g. the two models of a merge)).
 
 A *pair* is an unordered pair {i, j}, i < j, of distinct models; the diagonal
 (self-similarity) is never a pair. Every pair lands in
@@ -71,10 +72,11 @@ class ModelInfo:
     display_name: str
     path: str | None = None
     base: str | None = None
+    parents: tuple[str, ...] = ()  # every model it derives from, ``base`` first when given
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "family": self.family, "model_type": self.model_type,
-                "display_name": self.display_name, "path": self.path, "base": self.base}
+                "display_name": self.display_name, "path": self.path, "base": self.base, "parents": list(self.parents)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,10 +189,20 @@ def _string_field(entry: dict[str, Any], name: str, where: str, *, required: boo
     return value
 
 
+def _parents_field(entry: dict[str, Any], base: str | None, where: str) -> tuple[str, ...]:
+    """``parents`` (a list of model ids), with ``base`` first when it is given and not listed."""
+    value = entry.get("parents")
+    if value is None:
+        value = []
+    if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
+        raise DataError(f"{where}: 'parents' must be a list of model ids (non-empty strings), got {value!r}")
+    return tuple(dict.fromkeys(([base] if base else []) + value))
+
+
 def load_model_info(path: PathLike) -> list[ModelInfo]:
     """Read and validate model_info.json (a JSON list of objects); problems raise :class:`DataError`.
 
-    ``display_name`` defaults to the model id; ``path`` and ``base`` are optional. A known
+    ``display_name`` defaults to the model id; ``path``, ``base`` and ``parents`` are optional. A known
     type in another case ("chat") is stored under its canonical name ("Chat").
     """
     data = _read_json(path, "model info file")
@@ -210,13 +222,15 @@ def load_model_info(path: PathLike) -> list[ModelInfo]:
             raise DataError(f"{where}: model_id {model_id!r} appears more than once")
         seen.add(model_id)
         model_type = _string_field(entry, "model_type", where, required=True)
+        base = _string_field(entry, "base", where, required=False)
         infos.append(ModelInfo(
             model_id=model_id,
             family=_string_field(entry, "family", where, required=True),
             model_type=_CANONICAL_TYPES.get(model_type.lower(), model_type),
             display_name=_string_field(entry, "display_name", where, required=False) or model_id,
             path=_string_field(entry, "path", where, required=False),
-            base=_string_field(entry, "base", where, required=False),
+            base=base,
+            parents=_parents_field(entry, base, where),
         ))
     return infos
 
@@ -398,7 +412,7 @@ def load_report(path: PathLike) -> Analysis:
     if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
         raise DataError(f"{path} is not an analysis report (expected schema {REPORT_SCHEMA!r})")
     try:
-        infos = [ModelInfo(**m) for m in data["models"]]
+        infos = [ModelInfo(**{**m, "parents": tuple(m.get("parents") or ())}) for m in data["models"]]
         matrix = _as_matrix(data["matrix"], len(infos), f"analysis report {path}: 'matrix'")
         results = SimilarityResults(tuple(m.model_id for m in infos), {data["method"]: {data["metric"]: matrix}},
                                     source=str(path))

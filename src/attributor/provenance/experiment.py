@@ -1,7 +1,8 @@
 """``attributor provenance run``: fingerprint a set of models and compare them pairwise.
 
 A config (YAML or JSON) names the models (inline, or a ``model_info.json`` whose ``path``
-entries are relative to that file), the fingerprint methods with their arguments, and the
+entries are relative to that file; a relative ``model_info`` is relative to the config file,
+never to the working directory), the fingerprint methods with their arguments, and the
 similarity metrics::
 
     model_info: zoo/model_info.json        # or: models: [{model_id: a, path: ...}, ...]
@@ -17,21 +18,29 @@ read the same way.)
 It writes ``fingerprints.json``, ``similarity_matrices.json`` and the resolved
 ``config.json`` into ``output_dir`` (each written whole, then renamed into place). With
 ``use_existing`` a fingerprint already in the registry for the same model content, method
-and arguments is reused instead of recomputed; with ``write_to_registry`` the models and
-their fingerprints are written to the registry before any output file is, so a registry
-that refuses the write (a read-only role) leaves nothing behind.
+and arguments is reused instead of recomputed; the content is the hash of the files the
+model loads from (:func:`attributor.provenance.models.content_hash`), also for a hub id, and
+a model with no local files to hash (a hub id not in the cache) is never reused. With
+``write_to_registry`` every model's metadata (type, names, parents) is checked against what
+the registry accepts before the first model is loaded, and the models and their fingerprints
+are written to the registry before any output file is, so a registry that refuses the write
+(a read-only role) leaves nothing behind.
+
+A model records what it derives from as ``base`` (one model id) or ``parents`` (a list: two
+or more for a merge); ``parents`` always holds both (``base`` first).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from attributor._io import atomic_write_text
 from attributor.config import _read_file, format_validation_error
@@ -55,6 +64,15 @@ class ModelEntry(BaseModel):
     family: Optional[str] = Field(None, description="model family, e.g. the base model's name")
     model_type: Optional[str] = Field(None, description="Base, Chat, Fine-tuned, Quantized, Pruned or Distilled")
     base: Optional[str] = Field(None, description="model_id this model was derived from")
+    parents: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=list, description="model_ids this model was derived from, e.g. the two models of a merge "
+                                          "(base, when given, comes first)")
+
+    @model_validator(mode="after")
+    def _base_is_a_parent(self) -> "ModelEntry":
+        if self.base and self.base not in self.parents:
+            self.parents = [self.base, *self.parents]
+        return self
 
 
 class ProvenanceConfig(BaseModel):
@@ -119,13 +137,22 @@ def load_provenance_config(path: str | os.PathLike[str], overrides: dict[str, An
         raise ConfigError(format_validation_error(err, path)) from None
     except AttributorError as err:  # raised by a method's own argument check
         raise ConfigError(f"invalid config in {path}: {err}") from None
-    if config.model_info is not None and not config.model_info.is_absolute():
-        config.model_info = (Path(path).parent / config.model_info).resolve() if not config.model_info.exists() else config.model_info
+    if config.model_info is not None:
+        # a path from the file is relative to the file's folder, one from an override to the working directory
+        base = Path.cwd() if (overrides or {}).get("model_info") is not None else Path(path).parent
+        config.model_info = (base / config.model_info.expanduser()).resolve()
     return config
 
 
 def read_model_info(path: str | Path) -> list[ModelEntry]:
-    """Entries of a model_info.json; relative ``path`` values are resolved against its folder."""
+    """Entries of a model_info.json; relative ``path`` values are resolved against its folder.
+
+    A relative value that does not exist there is a hub id if it can be one (``name`` or
+    ``org/name``); one that can only be a path (``./m``, ``a/b/c``) stays beside the file, so a
+    missing model is reported there instead of being looked up in the working directory.
+    """
+    from attributor.provenance.models import looks_like_path
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"model info file {path} does not exist")
@@ -146,8 +173,8 @@ def read_model_info(path: str | Path) -> list[ModelEntry]:
         except ValidationError as err:
             raise DataError(f"model info file {path}: entry {i}: {format_validation_error(err).split(': ', 1)[1]}") from None
         local = Path(entry.path).expanduser()
-        if not local.is_absolute() and (path.parent / local).exists():
-            entry.path = str((path.parent / local).resolve())
+        if not local.is_absolute() and ((path.parent / local).exists() or looks_like_path(entry.path)):
+            entry.path = str((path.parent / local).resolve())  # else a hub id (org/name), never a working-dir path
         entries.append(entry)
     return entries
 
@@ -159,7 +186,7 @@ class ExperimentResult:
     matrices: dict[str, dict[str, np.ndarray]]  # method -> metric -> (n, n)
     reused: int = 0
     computed: int = 0
-    content_hashes: dict[str, str] = field(default_factory=dict)
+    content_hashes: dict[str, str | None] = field(default_factory=dict)  # None: no local files to hash
 
 
 def resolve_models(config: ProvenanceConfig) -> list[ModelEntry]:
@@ -174,35 +201,55 @@ def resolve_models(config: ProvenanceConfig) -> list[ModelEntry]:
 
 
 def run_experiment(config: ProvenanceConfig, *, use_existing: bool = False, write_to_registry: bool = False,
-                   progress: bool = True, log: Callable[[str], None] = lambda message: None) -> ExperimentResult:
-    """Fingerprint every model with every method, compare with every metric, write the results."""
+                   progress: bool = True, log: Callable[[str], None] = lambda message: None,
+                   warn: Callable[[str], None] | None = None) -> ExperimentResult:
+    """Fingerprint every model with every method, compare with every metric, write the results.
+
+    ``warn`` receives what the user should know even when quiet (default: :func:`warnings.warn`):
+    here, once per run, the models whose stored fingerprints cannot be reused because no local
+    files can be hashed for them.
+    """
     from tqdm.auto import tqdm
 
-    from attributor.provenance.models import content_hash, load_causal_lm
+    from attributor.provenance import models as loading
 
     models = resolve_models(config)
     methods: dict[str, Fingerprinter] = {name: get_fingerprinter(name, **args) for name, args in config.methods.items()}
+    if write_to_registry:
+        check_registry_metadata(models)  # before any model is hashed, loaded or fingerprinted
     registry = _open_registry(config.registry) if (use_existing or write_to_registry) else None
     result = ExperimentResult(models, {name: {} for name in methods}, {})
-    reuse = use_existing and registry.schema_version() > 0  # a registry not created yet holds nothing
     try:
+        if write_to_registry:
+            registry.check_writable()  # a reader's or an outdated server's refusal comes before any work
+        reuse = use_existing and registry.schema_version() > 0  # a registry not created yet holds nothing
+        if reuse:
+            unresolved = [m for m in models if loading.resolve_model_folder(m.path) is None]
+            if unresolved:
+                (warn or _warn)(f"{len(unresolved)} model(s) have no local files to hash "
+                                f"({', '.join(f'{m.model_id} ({m.path})' for m in unresolved)}; a hub id not in the "
+                                "hub cache?): their stored fingerprints are not reused, they are computed again")
         for entry in tqdm(models, desc="fingerprint models", disable=not progress):
-            digest = content_hash(entry.path)
-            result.content_hashes[entry.model_id] = digest
+            digest = loading.content_hash(entry.path)
             missing = []
             for name, method in methods.items():
-                vector = _reusable(registry, entry, digest, name, method) if reuse else None
+                vector = _reusable(registry, entry, digest, name, method) if reuse and digest is not None else None
                 if vector is None:
                     missing.append(name)
                 else:
                     result.fingerprints[name][entry.model_id] = vector
                     result.reused += 1
             if missing:
-                loaded = load_causal_lm(entry.path)
+                loaded = loading.load_causal_lm(entry.path)
+                digest = loaded.content_hash or digest  # a hub id downloaded just now is in the cache now
+                if digest is None and write_to_registry:
+                    raise DataError(f"cannot hash the files of model {entry.model_id} ({entry.path}) after loading it, "
+                                    "so it cannot be written to the registry; give its local directory as its path")
                 for name in missing:
                     result.fingerprints[name][entry.model_id] = methods[name].fingerprint(loaded)
                     result.computed += 1
                 del loaded
+            result.content_hashes[entry.model_id] = digest
             log(f"{entry.model_id}: {len(methods) - len(missing)} reused, {len(missing)} computed")
         ids = [m.model_id for m in models]
         for name in methods:
@@ -217,6 +264,36 @@ def run_experiment(config: ProvenanceConfig, *, use_existing: bool = False, writ
     return result
 
 
+def _warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _model_record(entry: ModelEntry, digest: str | None):
+    from attributor.provenance.registry import ModelRecord
+
+    return ModelRecord(model_id=entry.model_id, display_name=entry.display_name or entry.model_id, family=entry.family,
+                       model_type=entry.model_type, source=entry.path, content_hash=digest, parents=tuple(entry.parents))
+
+
+def check_registry_metadata(models: list[ModelEntry]) -> None:
+    """Raise one :class:`ConfigError` naming every model whose metadata the registry would refuse.
+
+    Run before any work, so a bad model type costs no fingerprint (the content hash, not
+    known yet, is left out of the check).
+    """
+    from attributor.provenance.registry import validate_model
+
+    problems = []
+    for entry in models:
+        try:
+            validate_model(_model_record(entry, digest="not hashed yet"))
+        except AttributorError as err:
+            problems.append(f"model {entry.model_id[:60]!r}: {err}")
+    if problems:
+        raise ConfigError(f"the registry would refuse {len(problems)} of {len(models)} models, so none was "
+                          f"fingerprinted: {'; '.join(problems)}")
+
+
 def _open_registry(url: str | None):
     from attributor.provenance.registry import Registry, default_registry_url
 
@@ -224,6 +301,7 @@ def _open_registry(url: str | None):
 
 
 def _reusable(registry, entry: ModelEntry, digest: str, name: str, method: Fingerprinter) -> np.ndarray | None:
+    """The stored fingerprint, if the registry holds this model with exactly this content hash (of its files)."""
     stored = registry.get_model(entry.model_id)
     if stored is None or stored.content_hash != digest:
         return None  # unknown model, or its files changed since the fingerprint was stored
@@ -233,11 +311,7 @@ def _reusable(registry, entry: ModelEntry, digest: str, name: str, method: Finge
 
 def _write_registry(registry, models: list[ModelEntry], result: ExperimentResult, methods: dict[str, Fingerprinter]) -> None:
     """Models and fingerprints in one transaction: all of it is written, or (refused) none of it."""
-    from attributor.provenance.registry import ModelRecord
-
-    records = [ModelRecord(model_id=m.model_id, display_name=m.display_name or m.model_id, family=m.family,
-                           model_type=m.model_type, source=m.path, content_hash=result.content_hashes[m.model_id])
-               for m in models]
+    records = [_model_record(m, result.content_hashes[m.model_id]) for m in models]
     fingerprints = [(m.model_id, name, method.resolved_args, result.fingerprints[name][m.model_id])
                     for m in models for name, method in methods.items()]
     registry.put_many(records, fingerprints)
@@ -252,7 +326,7 @@ def _write_outputs(config: ProvenanceConfig, result: ExperimentResult, methods: 
     fingerprints = {
         "models": {m.model_id: {"source": m.path, "content_hash": result.content_hashes[m.model_id],
                                 "display_name": m.display_name or m.model_id, "family": m.family,
-                                "model_type": m.model_type} for m in result.models},
+                                "model_type": m.model_type, "parents": list(m.parents)} for m in result.models},
         "fingerprints": [{"model_id": i, "method": name, "args": method.resolved_args, "args_hash": method.args_hash,
                           "vector": result.fingerprints[name][i].tolist()}
                          for name, method in methods.items() for i in ids],

@@ -3,8 +3,9 @@
 Where it lives:
 
 * **SQLite** (the default): one file, ``$ATTRIBUTOR_REGISTRY`` or
-  ``~/.attributor/registry.sqlite`` (the folder is created with mode 0700). A single user's
-  registry: the file's permissions govern who may read and write it. Writes take the
+  ``~/.attributor/registry.sqlite``. A single user's registry: the file's permissions govern
+  who may read and write it, and a file the registry creates is its owner's only (mode 0600,
+  each folder made for it 0700). Writes take the
   write lock up front (``BEGIN IMMEDIATE``), wait up to 30 s for another writer
   (``busy_timeout``) and run in WAL mode, so several processes can write at once and lose
   nothing. Any write creates or upgrades the schema first (no ``init`` needed).
@@ -18,7 +19,8 @@ Where it lives:
 
 Tables (schema version :data:`SCHEMA_VERSION`)::
 
-    models(model_id PK, display_name, family, model_type, source, content_hash, created)
+    models(model_id PK, display_name, family, model_type, source, content_hash, created,
+           parents (NULL or a JSON list of model ids: two or more for a merge))
     fingerprints(id PK, model_id FK -> models, method, args_hash, args (canonical JSON),
                  dim, vector (float64 little-endian bytes), created,
                  UNIQUE(model_id, method, args_hash))
@@ -26,7 +28,10 @@ Tables (schema version :data:`SCHEMA_VERSION`)::
 
 Migrations are the ordered :data:`MIGRATIONS`, each applied in its own transaction under a
 lock (``BEGIN IMMEDIATE`` / ``pg_advisory_xact_lock``), so concurrent ``init`` calls are
-safe. A registry whose schema is newer than this code is refused ("upgrade attributor").
+safe. A registry whose schema is newer than this code is refused ("upgrade attributor"); one
+older than :data:`SCHEMA_VERSION` but not older than :data:`MIN_READ_VERSION` is read as it
+is (a missing ``parents`` column reads as no parents) and upgraded by the first write
+(SQLite) or by ``init`` (PostgreSQL).
 
 A fingerprint is keyed by (model, method, sha256 of the canonical JSON of its arguments)
 and never overwritten: :meth:`Registry.put_fingerprint` of an existing key keeps the stored
@@ -61,10 +66,13 @@ from attributor.provenance import MODEL_TYPES
 from attributor.provenance.fingerprints import args_hash
 from attributor.provenance.registry.connection import SQLITE_BUSY_TIMEOUT_S
 from attributor.provenance.registry.location import ENV_VAR, default_registry_dir, default_registry_url, resolve_url
-from attributor.provenance.registry.schema import MIGRATIONS, SCHEMA_VERSION, FingerprintRecord, Migration, ModelRecord
+from attributor.provenance.registry.schema import (
+    MIGRATIONS, MIN_READ_VERSION, SCHEMA_VERSION, FingerprintRecord, Migration, ModelRecord, validate_model,
+)
 from attributor.provenance.registry.store import DEFAULT_ADMIN_ROLE, DEFAULT_READER_ROLE, Registry
 
 __all__ = [
-    "Registry", "ModelRecord", "FingerprintRecord", "MIGRATIONS", "SCHEMA_VERSION", "MODEL_TYPES",
+    "Registry", "ModelRecord", "FingerprintRecord", "MIGRATIONS", "SCHEMA_VERSION", "MIN_READ_VERSION", "MODEL_TYPES",
+    "validate_model",
     "DEFAULT_READER_ROLE", "DEFAULT_ADMIN_ROLE", "default_registry_url", "resolve_url", "args_hash",
 ]

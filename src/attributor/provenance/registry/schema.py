@@ -5,6 +5,7 @@ records and table rows (validated on the way in)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, NamedTuple
@@ -23,7 +24,9 @@ from attributor.provenance import MODEL_TYPES
 class ModelRecord:
     """A model in the registry. ``content_hash`` (:func:`attributor.provenance.models.content_hash`)
     is required; ``display_name`` defaults to ``model_id``; ``family`` and ``model_type`` (one of
-    :data:`MODEL_TYPES`) may be unknown (None). ``created`` is set by the registry."""
+    :data:`MODEL_TYPES`) may be unknown (None). ``parents`` are the model ids it was derived
+    from, in order: none for a base model, one for a fine-tune, two or more for a merge (a
+    list is accepted and read back as a tuple). ``created`` is set by the registry."""
 
     model_id: str
     display_name: str | None = None
@@ -32,6 +35,7 @@ class ModelRecord:
     source: str | None = None
     content_hash: str | None = None
     created: datetime | None = None
+    parents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,9 +78,16 @@ def _v1_tables(meta: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     return models, fingerprints
 
 
-# The tables the queries use, as of SCHEMA_VERSION (migration 2 only added an index, which
-# queries need not know). When a migration changes a table, define its current shape here.
-models_table, fingerprints_table = _v1_tables(sa.MetaData())
+def _current_tables(meta: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """The tables as of SCHEMA_VERSION: migration 2 only added an index, which queries need not
+    know; migration 3 added ``models.parents`` (NULL or a JSON list of model ids)."""
+    models, fingerprints = _v1_tables(meta)
+    models.append_column(sa.Column("parents", sa.Text))
+    return models, fingerprints
+
+
+# The tables the queries use. When a migration changes a table, define its current shape above.
+models_table, fingerprints_table = _current_tables(sa.MetaData())
 version_table = sa.Table(
     "schema_version", sa.MetaData(),
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
@@ -95,6 +106,10 @@ def _migration_2(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_fingerprints_method ON fingerprints (method)")
 
 
+def _migration_3(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE models ADD COLUMN parents TEXT")  # NULL (no parents) in existing rows
+
+
 class Migration(NamedTuple):
     version: int
     description: str
@@ -105,8 +120,19 @@ class Migration(NamedTuple):
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "models and fingerprints", _migration_1),
     Migration(2, "index fingerprints by method", _migration_2),
+    Migration(3, "parents of a model (merges have two or more)", _migration_3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
+
+#: The oldest schema this code still reads, without upgrading it: version 2 lacks only
+#: ``models.parents``, which reads as no parents (see :func:`model_columns`). Writes need
+#: SCHEMA_VERSION (a SQLite file upgrades itself; a PostgreSQL registry is upgraded by ``init``).
+MIN_READ_VERSION = 2
+
+
+def model_columns(version: int) -> list[sa.Column]:
+    """The columns of ``models_table`` that a database of schema ``version`` has."""
+    return [column for column in models_table.c if version >= 3 or column.name != "parents"]
 
 
 def _read_version(conn: Connection) -> int:
@@ -136,6 +162,7 @@ def _model_values(record: ModelRecord) -> dict[str, Any]:
         raise DataError(f"model_id is longer than 255 characters: {model_id[:40]}...")
     if record.model_type is not None and record.model_type not in MODEL_TYPES:
         raise UnknownNameError("model type", str(record.model_type), MODEL_TYPES)
+    parents = _parents(record.parents, model_id)
     return {
         "model_id": model_id,
         "display_name": _text(record.display_name, "display_name", required=False) or model_id,
@@ -143,12 +170,36 @@ def _model_values(record: ModelRecord) -> dict[str, Any]:
         "model_type": record.model_type,
         "source": None if record.source is None else str(record.source),
         "content_hash": _text(record.content_hash, f"content_hash of {model_id}", required=True),
+        "parents": json.dumps(list(parents)) if parents else None,
     }
+
+
+def validate_model(record: ModelRecord) -> None:
+    """Raise the :class:`DataError` / :class:`UnknownNameError` a write of ``record`` would raise
+    (type, names, parents, content hash), without touching a database."""
+    _model_values(record)
+
+
+def _parents(parents: Any, model_id: str) -> tuple[str, ...]:
+    if parents is None:
+        return ()
+    if isinstance(parents, str) or not isinstance(parents, (list, tuple)):
+        raise DataError(f"parents of {model_id} must be a list of model ids, got {parents!r}")
+    for parent in parents:
+        if _text(parent, f"a parent of {model_id}", required=True) == model_id:
+            raise DataError(f"model {model_id} cannot be its own parent")
+        if len(parent) > 255:
+            raise DataError(f"a parent of {model_id} is longer than 255 characters: {parent[:40]}...")
+    repeated = sorted({p for p in parents if list(parents).count(p) > 1})
+    if repeated:
+        raise DataError(f"parents of {model_id} name {', '.join(map(repr, repeated))} more than once")
+    return tuple(parents)
 
 
 def _model_record(row: Any) -> ModelRecord:
     data = dict(row._mapping)
     data["created"] = _utc(data["created"])
+    data["parents"] = tuple(json.loads(data["parents"])) if data.get("parents") else ()
     return ModelRecord(**data)
 
 

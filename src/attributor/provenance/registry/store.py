@@ -21,10 +21,10 @@ from attributor.provenance.fingerprints import args_hash
 from attributor.provenance.registry.connection import (
     _RETRIES, SQLITE_BUSY_TIMEOUT_S, _retryable, _sqlite_on_begin, _sqlite_on_connect,
 )
-from attributor.provenance.registry.location import _first_line, default_registry_dir, default_registry_url, resolve_url
+from attributor.provenance.registry.location import _first_line, default_registry_url, resolve_url
 from attributor.provenance.registry.schema import (
-    MIGRATIONS, SCHEMA_VERSION, FingerprintRecord, ModelRecord, _fingerprint_values, _model_record, _model_values,
-    _read_version, _utc, fingerprints_table, models_table, version_table,
+    MIGRATIONS, MIN_READ_VERSION, SCHEMA_VERSION, FingerprintRecord, ModelRecord, _fingerprint_values, _model_record,
+    _model_values, _read_version, _utc, fingerprints_table, model_columns, models_table, version_table,
 )
 
 DEFAULT_READER_ROLE = "attributor_reader"
@@ -148,12 +148,16 @@ class Registry:
 
     def get_model(self, model_id: str) -> ModelRecord | None:
         row = self._read(lambda conn: conn.execute(
-            sa.select(models_table).where(models_table.c.model_id == model_id)).first())
+            self._select_models().where(models_table.c.model_id == model_id)).first())
         return None if row is None else _model_record(row)
 
     def list_models(self) -> list[ModelRecord]:
-        rows = self._read(lambda conn: conn.execute(sa.select(models_table).order_by(models_table.c.model_id)).all())
+        rows = self._read(lambda conn: conn.execute(self._select_models().order_by(models_table.c.model_id)).all())
         return [_model_record(row) for row in rows]
+
+    def _select_models(self) -> sa.Select:
+        """SELECT of the model columns this database has (an older readable schema lacks ``parents``)."""
+        return sa.select(*model_columns(self._version))
 
     # -- fingerprints ------------------------------------------------------------------------
     def put_fingerprint(self, model_id: str, method: str, args: Mapping[str, Any], vector: Any) -> bool:
@@ -222,10 +226,23 @@ class Registry:
         return Path(database)
 
     def _prepare_sqlite_file(self) -> None:
+        """Create a missing SQLite file for its owner only: the file 0600 (SQLite gives its -wal and
+        -shm files the same mode), each folder made for it 0700. An existing file keeps its mode."""
         path = self._sqlite_path()
-        if path is not None and not path.parent.exists():
-            default = path.parent == default_registry_dir()
-            path.parent.mkdir(mode=0o700 if default else 0o777, parents=True, exist_ok=True)
+        if path is None or path.exists():
+            return
+        missing = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]
+        for folder in reversed(missing):
+            try:
+                folder.mkdir(mode=0o700)
+            except FileExistsError:  # made by a concurrent writer meanwhile
+                pass
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # an empty file is an empty database
+        except FileExistsError:
+            pass
+        except OSError:  # e.g. a read-only folder: SQLite reports it, in one line, when it opens the file
+            pass
 
     def _current_version(self) -> int:
         path = self._sqlite_path()
@@ -241,7 +258,7 @@ class Registry:
             self._version = self._current_version()
         if self._version == 0:
             raise RegistryError(f"the registry at {self.url} is not initialised; {self._init_hint()}")
-        if self._version < SCHEMA_VERSION:
+        if self._version < MIN_READ_VERSION:
             raise RegistryError(f"the registry at {self.url} has schema version {self._version}, this attributor "
                                 f"needs {SCHEMA_VERSION}; {self._init_hint()} to upgrade it")
         return self._run(work, action="read")
@@ -251,11 +268,32 @@ class Registry:
             if self.dialect == "sqlite":
                 self.migrate()  # the single-user default creates or upgrades its schema on demand
             else:
-                self._version = self._current_version()
-                if self._version != SCHEMA_VERSION:
-                    raise RegistryError(f"the registry at {self.url} has schema version {self._version}, this "
-                                        f"attributor needs {SCHEMA_VERSION}; {self._init_hint()} (as its owner)")
+                self._check_server_schema()
         return self._run(work, action="write")
+
+    def _check_server_schema(self) -> None:
+        self._version = self._current_version()
+        if self._version != SCHEMA_VERSION:
+            raise RegistryError(f"the registry at {self.url} has schema version {self._version}, this "
+                                f"attributor needs {SCHEMA_VERSION}; {self._init_hint()} (as its owner)")
+
+    def check_writable(self) -> None:
+        """Raise now the error a write would raise later for want of schema or rights, writing nothing.
+
+        PostgreSQL: the schema must be current (``init`` upgrades it) and this role must be allowed
+        to write models and fingerprints. SQLite: nothing to check ahead (a write creates or
+        upgrades the file; a read-only file is reported by the write itself).
+        """
+        if self.dialect != "postgresql":
+            return
+        self._check_server_schema()
+        tables = (models_table.name, fingerprints_table.name)
+        allowed = self._run(lambda conn: all(conn.execute(
+            sa.text("SELECT has_table_privilege(current_user, CAST(:t AS regclass), :p)"), {"t": t, "p": p}).scalar_one()
+            for t in tables for p in ("INSERT", "UPDATE", "DELETE")), action="read")
+        if not allowed:
+            raise RegistryPermissionError(f"the registry at {self.url} refused the write: this role may only read "
+                                          f"(ask an admin to grant {self.admin_role})")
 
     def _run(self, work: Callable[[Connection], T], *, action: str) -> T:
         """Run ``work`` in one transaction (rolled back on any error), retrying lock timeouts and deadlocks."""
