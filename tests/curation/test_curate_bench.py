@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from attributor.cli import main
-from attributor.curation.bench import COLUMNS, METHODS
+from attributor.curation.bench import COLUMNS, VARIANT_METHODS
 
 
 def test_quick_bench_writes_every_method_and_resumes(tmp_path, capsys):
@@ -16,11 +16,16 @@ def test_quick_bench_writes_every_method_and_resumes(tmp_path, capsys):
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert list(rows[0]) == COLUMNS
     accuracy = {(r["method"], float(r["budget"])): r for r in rows if r["metric"] == "accuracy"}
-    assert set(accuracy) == {("full", 1.0)} | {(m, 0.5) for m in METHODS}
+    assert set(accuracy) == {("full", 1.0)} | {(m, 0.5) for m in VARIANT_METHODS["classification"]}
+    recall = {(r["method"], float(r["budget"])): r for r in rows if r["metric"] == "i2t_r1"}
+    assert set(recall) == {("full", 1.0)} | {(m, 0.5) for m in VARIANT_METHODS["retrieval"]}
+    assert {r["variant"] for r in rows} == {"classification", "retrieval"}
+    # the CLIP-score filter drops mismatched pairs far more often than chance (half of them at 50% kept)
+    assert float(recall[("alignment", 0.5)]["corrupted_removed"]) > 0.6
     for row in accuracy.values():
         assert float(row["low"]) <= float(row["mean"]) <= float(row["high"]) and 0 <= float(row["mean"]) <= 1
         assert 0 <= float(row["corrupted_removed"]) <= 1
-    assert float(accuracy[("random", 0.5)]["diff_vs_random"]) == 0.0
+    assert float(accuracy[("random", 0.5)]["diff_vs_random"]) == 0.0 == float(recall[("random", 0.5)]["diff_vs_random"])
     # loss-rank drops mislabelled examples far more often than chance (half of them at 50% kept)
     assert float(accuracy[("loss-rank", 0.5)]["corrupted_removed"]) > 0.7
     assert float(accuracy[("full", 1.0)]["corrupted_removed"]) == 0.0
@@ -38,6 +43,7 @@ def test_quick_bench_writes_every_method_and_resumes(tmp_path, capsys):
     (["--method", "magic"], "unknown curation method 'magic'"),
     (["--method", "loss-rank"], "needs the random method"),
     (["--seeds", "0"], "seeds must be a positive integer"),
+    (["--variant", "audio"], "variants must be among"),
 ])
 def test_bad_settings_are_one_line(tmp_path, capsys, args, message):
     assert main(["curate", "bench", "--out", str(tmp_path / "b"), "--quick", *args]) == 2

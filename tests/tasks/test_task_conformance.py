@@ -20,6 +20,7 @@ from torch.utils._pytree import tree_map
 from hf_zoo import bert_classifier, bert_encoder, classification_batch, contrastive_batch, gpt2_lm, lm_batch
 from zoo import classification_data, mlp
 
+import attributor.curation.influence  # noqa: F401  (registers the curation tasks, whatever ran before)
 from attributor.features.gradients import per_example_gradients, tracked_parameter_names
 from attributor.tasks import (CausalLMTask, ClassificationTask, ContrastiveTask, RegressionTask,
                               SequenceClassificationTask, Task, get_task)
@@ -49,8 +50,22 @@ def _contrastive():
     return ContrastiveTask(temperature=0.1), bert_encoder(seed=4), contrastive_batch()
 
 
+def _validation_loss():
+    from attributor.curation.influence import ValidationLossTask
+
+    inputs, labels = classification_data(5, d=6, n_classes=3, seed=1)
+    return ValidationLossTask(), mlp(d=6, n_classes=3, hidden=(8,), seed=0), (inputs, labels)
+
+
+def _contrastive_validation_loss():
+    from attributor.curation.influence import ContrastiveValidationLossTask
+
+    return ContrastiveValidationLossTask(temperature=0.1), bert_encoder(seed=4), contrastive_batch()
+
+
 PROBLEMS = {"classification": _classification, "regression": _regression,
-            "sequence-classification": _sequence_classification, "causal-lm": _causal_lm, "contrastive": _contrastive}
+            "sequence-classification": _sequence_classification, "causal-lm": _causal_lm, "contrastive": _contrastive,
+            "validation-loss": _validation_loss, "contrastive-validation-loss": _contrastive_validation_loss}
 
 
 def _first(batch, n: int = 1):

@@ -23,19 +23,23 @@ def bench(out: Path = typer.Option(..., "--out", "-o", help="Output directory (r
           seeds: Optional[int] = typer.Option(None, "--seeds", help="Independent draws of data and training (default 5)."),
           budget: Optional[List[float]] = typer.Option(None, "--budget", help="A fraction of the pool to keep (repeatable; default 0.3 0.5 0.7)."),
           clusters: Optional[int] = typer.Option(None, "--clusters", help="k-means clusters (default 20)."),
+          variant: Optional[List[str]] = typer.Option(None, "--variant", help="classification or retrieval (repeatable; default both)."),
           method: Optional[List[str]] = typer.Option(None, "--method", help="Only these methods (repeatable; random is always needed)."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run in --out made with other settings."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages.")) -> None:
-    """Cluster-influence curation (DataInf, EK-FAC) against random, loss-rank, k-center, SemDeDup and individual influence."""
+    """Cluster-influence curation (DataInf, EK-FAC) against random, loss-rank, the CLIP-score filter, k-center, SemDeDup and individual influence."""
     from attributor.curation.bench import CurateBenchConfig, run_curate_bench
 
     overrides = {key: value for key, value in (("seeds", seeds), ("budgets", budget), ("clusters", clusters),
-                                               ("methods", method)) if value is not None and value != []}
+                                               ("methods", method), ("variants", variant))
+                 if value is not None and value != []}
     config = (CurateBenchConfig.quick if quick else CurateBenchConfig)(**overrides)
     rows = run_curate_bench(out, config, overwrite=overwrite,
                             log=(lambda message: None) if quiet else (lambda message: typer.echo(message, err=True)))
-    accuracy = [r for r in rows if r["metric"] == "accuracy" and r["method"] not in ("full", "random")]
-    best = max(accuracy, key=lambda r: r["diff_vs_random"])
-    typer.echo(f"{len(rows)} rows: {out / 'results.csv'}, {out / 'results.md'} (largest accuracy gain over random: "
-               f"{best['method']} at {best['budget']:.0%} kept, {best['diff_vs_random']:+.3f} "
-               f"[{best['diff_low']:+.3f}, {best['diff_high']:+.3f}])")
+    typer.echo(f"{len(rows)} rows: {out / 'results.csv'}, {out / 'results.md'}")
+    for name, metric in (("classification", "accuracy"), ("retrieval", "i2t_r1")):
+        candidates = [r for r in rows if r["variant"] == name and r["metric"] == metric and r["method"] not in ("full", "random")]
+        if candidates:
+            best = max(candidates, key=lambda r: r["diff_vs_random"])
+            typer.echo(f"  {name}: largest {metric} gain over random: {best['method']} at {best['budget']:.0%} kept, "
+                       f"{best['diff_vs_random']:+.3f} [{best['diff_low']:+.3f}, {best['diff_high']:+.3f}]")

@@ -1,5 +1,16 @@
 """``attributor curate bench``: cluster-influence curation against curation baselines, honestly.
 
+Two variants (``variants``), each at every budget and seed.
+
+Retrieval variant (:mod:`attributor.curation.retrieval`): digits paired with templated
+captions (MiniLM embeddings), a CLIP-style dual encoder trained with InfoNCE; mismatched
+pairs, near-duplicates, an off-target domain and a minority group in the pool. Metrics:
+image->text and text->image R@1/5/10, worst-group R@1 and the group gap. Besides the
+methods below it has ``alignment`` (DataComp's CLIP-score filter: keep the pairs whose
+image and caption agree most under the reference model); its clusters are k-means over
+the joint [image ; caption] embedding, ranked across the whole set (captions have no
+class).
+
 Classification variant (:mod:`attributor.curation.classification`): digits with label noise,
 an off-target domain and a minority group; a clean validation set from the target
 distribution and a separate test set. Per seed:
@@ -51,10 +62,19 @@ __all__ = ["CurateBenchConfig", "run_curate_bench", "COLUMNS", "METHODS"]
 
 COLUMNS = ["variant", "method", "budget", "metric", "mean", "low", "high", "diff_vs_random", "diff_low", "diff_high",
            "corrupted_removed", "seeds"]
-METHODS = ("random", "loss-rank", "k-center", "semdedup", "influence", "cluster-datainf", "cluster-ekfac",
+METHODS = ("random", "loss-rank", "alignment", "k-center", "semdedup", "influence", "cluster-datainf", "cluster-ekfac",
            "cluster-datainf+reweight", "cluster-datainf-global")
-METRICS = ("accuracy", "worst_group_accuracy", "group_gap", "minority_removed", "domain_removed", "selection_seconds",
-           "retrain_seconds")
+VARIANT_METHODS = {
+    "classification": [m for m in METHODS if m != "alignment"],
+    "retrieval": [m for m in METHODS if m != "cluster-datainf-global"],
+}
+_REMOVED = ("minority_removed", "domain_removed", "duplicate_removed", "selection_seconds", "retrain_seconds")
+METRICS = {
+    "classification": ("accuracy", "worst_group_accuracy", "group_gap") + _REMOVED,
+    "retrieval": ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "worst_group_r1", "group_gap") + _REMOVED,
+}
+HEADLINE = {"classification": ("accuracy", "worst_group_accuracy", "group_gap"),
+            "retrieval": ("i2t_r1", "t2i_r1", "worst_group_r1", "group_gap")}
 
 
 @dataclass
@@ -62,20 +82,24 @@ class CurateBenchConfig:
     """Settings of one benchmark run (saved as OUT/config.json)."""
 
     seeds: int = 5
+    variants: list[str] = field(default_factory=lambda: ["classification", "retrieval"])
     budgets: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
     clusters: int = 20
     noise: float = 0.25
     shift: float = 0.25
     minority: float = 0.15
+    mismatch: float = 0.25
+    duplicates: float = 0.15
     hidden: int = 64
     steps: int = 300
+    retrieval_steps: int = 200
     lr: float = 1e-2
     max_pool: int | None = None
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     threads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("seeds", "clusters", "hidden", "steps", "threads"):
+        for name in ("seeds", "clusters", "hidden", "steps", "retrieval_steps", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"curate bench {name} must be a positive integer, got {value!r}")
@@ -86,10 +110,17 @@ class CurateBenchConfig:
             raise ConfigError(f"unknown curation method {unknown[0]!r}; known: {', '.join(METHODS)}")
         if "random" not in self.methods:
             raise ConfigError("curate bench needs the random method: every difference is measured against it")
+        bad = [v for v in self.variants if v not in VARIANT_METHODS]
+        if bad or not self.variants:
+            raise ConfigError(f"curate bench variants must be among {', '.join(VARIANT_METHODS)}, got {self.variants!r}")
 
     @classmethod
     def quick(cls, **overrides: Any) -> "CurateBenchConfig":
-        return cls(**{"seeds": 2, "budgets": [0.5], "clusters": 8, "steps": 150, "max_pool": 400, **overrides})
+        return cls(**{"seeds": 2, "budgets": [0.5], "clusters": 8, "steps": 150, "retrieval_steps": 100, "max_pool": 300,
+                      **overrides})
+
+    def variant_methods(self, variant: str) -> list[str]:
+        return [m for m in self.methods if m in VARIANT_METHODS[variant]]
 
 
 def run_curate_bench(out: str | Path, config: CurateBenchConfig | None = None, *, overwrite: bool = False,
@@ -101,23 +132,21 @@ def run_curate_bench(out: str | Path, config: CurateBenchConfig | None = None, *
     previous = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        per_seed = [_run_seed(out, config, seed, log) for seed in range(config.seeds)]
+        rows = []
+        for variant in config.variants:
+            per_seed = [_run_seed(out, config, variant, seed, log) for seed in range(config.seeds)]
+            rows += _aggregate(per_seed, config, variant)
     finally:
         torch.set_num_threads(previous)
-    rows = _aggregate(per_seed, config)
     _write(out, rows, config)
     return rows
 
 
-def _run_seed(out: Path, config: CurateBenchConfig, seed: int, log: Callable[[str], None]) -> dict[tuple[str, float], dict]:
+def _run_seed(out: Path, config: CurateBenchConfig, variant: str, seed: int,
+              log: Callable[[str], None]) -> dict[tuple[str, float], dict]:
     """{(method, budget): {metric: value, "corrupted_removed": ...}} for one seed (cached per entry)."""
-    from attributor.curation.classification import corrupted_digits, evaluate_groups, train_weighted
-
-    cache = out / "cache" / f"seed{seed}"
-    data = corrupted_digits(seed, noise=config.noise, shift=config.shift, minority=config.minority,
-                            max_pool=config.max_pool)
-    n = len(data.y_train)
-    wanted = [("full", 1.0)] + [(m, b) for m in config.methods for b in config.budgets]
+    cache = out / "cache" / variant / f"seed{seed}"
+    wanted = [("full", 1.0)] + [(m, b) for m in config.variant_methods(variant) for b in config.budgets]
     results: dict[tuple[str, float], dict] = {}
     todo = []
     for method, budget in wanted:
@@ -128,23 +157,26 @@ def _run_seed(out: Path, config: CurateBenchConfig, seed: int, log: Callable[[st
             todo.append((method, budget))
     if not todo:
         return results
-    log(f"seed {seed}: {n} training examples ({int(data.corrupted.sum())} mislabelled, {int(data.domain.sum())} off-target, "
-        f"{int(data.train_group.sum())} minority); {len(todo)} selections to retrain")
-    state = _SeedState(data, config, seed, cache)
+    state = (_ClassificationState if variant == "classification" else _RetrievalState)(config, seed, cache)
+    data = state.data
+    log(f"{variant}, seed {seed}: {len(data.x_train)} training examples ({int(data.corrupted.sum())} corrupted, "
+        f"{int(data.domain.sum())} off-target, {int(data.train_group.sum())} minority); {len(todo)} selections to retrain")
     for method, budget in todo:
         start = time.perf_counter()
         weights = state.select(method, budget)
         selection_s = time.perf_counter() - start + state.shared_seconds(method)
         start = time.perf_counter()
-        model = train_weighted(data.x_train, data.y_train, weights, data.n_classes, hidden=config.hidden,
-                               steps=config.steps, lr=config.lr, seed=seed)
+        result = state.evaluate(weights)
         retrain_s = time.perf_counter() - start
-        result = evaluate_groups(model, data.x_test, data.y_test, data.test_group)
         removed = weights == 0
+
+        def share(flags: np.ndarray) -> float:
+            return float(removed[flags].mean()) if flags.any() else 0.0
+
         result.update({"selection_seconds": selection_s, "retrain_seconds": retrain_s,
-                       "corrupted_removed": float(removed[data.corrupted].mean()) if data.corrupted.any() else 0.0,
-                       "domain_removed": float(removed[data.domain].mean()) if data.domain.any() else 0.0,
-                       "minority_removed": float(removed[data.train_group == 1].mean()) if data.train_group.any() else 0.0,
+                       "corrupted_removed": share(data.corrupted), "domain_removed": share(data.domain),
+                       "minority_removed": share(data.train_group == 1),
+                       "duplicate_removed": share(getattr(data, "duplicate", np.zeros(len(weights), bool))),
                        "kept": float((weights > 0).mean())})
         atomic_write_json(cache / f"{method}@{budget:g}.json", result)
         results[(method, budget)] = result
@@ -154,8 +186,16 @@ def _run_seed(out: Path, config: CurateBenchConfig, seed: int, log: Callable[[st
 class _SeedState:
     """What one seed's selections share: the reference model, embeddings, clusters, influence (computed once, lazily)."""
 
-    def __init__(self, data: Any, config: CurateBenchConfig, seed: int, cache: Path):
-        self.data, self.config, self.seed, self.cache = data, config, seed, cache
+    NEEDS = {"random": [], "full": [], "loss-rank": ["reference"], "alignment": ["reference"],
+             "k-center": ["reference", "embedding"], "semdedup": ["reference", "embedding", "clusters"],
+             "influence": ["reference", "datainf"], "cluster-datainf": ["reference", "embedding", "clusters", "datainf"],
+             "cluster-ekfac": ["reference", "embedding", "clusters", "if-ekfac"],
+             "cluster-datainf+reweight": ["reference", "embedding", "clusters", "datainf"],
+             "cluster-datainf-global": ["reference", "embedding", "clusters", "datainf"]}
+    strata: np.ndarray | None = None  # selections by cluster keep the budget within each stratum
+
+    def __init__(self, config: CurateBenchConfig, seed: int, cache: Path):
+        self.config, self.seed, self.cache = config, seed, cache
         self._seconds: dict[str, float] = {}
         self._values: dict[str, Any] = {}
 
@@ -168,25 +208,34 @@ class _SeedState:
 
     def shared_seconds(self, method: str) -> float:
         """Time of the shared steps a method needs (reference model, embedding, clustering, influence)."""
-        needs = {"random": [], "loss-rank": ["reference"], "k-center": ["reference", "embedding"],
-                 "semdedup": ["reference", "embedding", "clusters"], "influence": ["reference", "datainf"],
-                 "cluster-datainf": ["reference", "embedding", "clusters", "datainf"],
-                 "cluster-ekfac": ["reference", "embedding", "clusters", "if-ekfac"],
-                 "cluster-datainf+reweight": ["reference", "embedding", "clusters", "datainf"],
-                 "cluster-datainf-global": ["reference", "embedding", "clusters", "datainf"], "full": []}[method]
-        return sum(self._seconds.get(name, 0.0) for name in needs)
+        return sum(self._seconds.get(name, 0.0) for name in self.NEEDS[method])
 
+    # variant hooks
+    def train(self, weights: np.ndarray) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def evaluate(self, weights: np.ndarray) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _embedding(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _losses(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _influence(self, method: str, checkpoint: Path) -> Any:
+        raise NotImplementedError
+
+    def groups(self) -> np.ndarray:
+        """The groups whose influence is estimated (the clusters, or finer)."""
+        return self.clusters()
+
+    # shared steps
     def reference(self) -> torch.nn.Module:
-        from attributor.curation.classification import train_weighted
-
-        d, c = self.data, self.config
-        return self._get("reference", lambda: train_weighted(d.x_train, d.y_train, np.ones(len(d.y_train)), d.n_classes,
-                                                              hidden=c.hidden, steps=c.steps, lr=c.lr, seed=self.seed))
+        return self._get("reference", lambda: self.train(np.ones(len(self.data.x_train))))
 
     def embedding(self) -> np.ndarray:
-        from attributor.curation.classification import penultimate
-
-        return self._get("embedding", lambda: penultimate(self.reference(), self.data.x_train))
+        return self._get("embedding", self._embedding)
 
     def clusters(self) -> np.ndarray:
         from sklearn.cluster import KMeans
@@ -194,35 +243,23 @@ class _SeedState:
         return self._get("clusters", lambda: KMeans(self.config.clusters, n_init=3, random_state=self.seed)
                          .fit_predict(self.embedding()).astype(np.int64))
 
-    def groups(self) -> np.ndarray:
-        """One id per (cluster, label) pair: clusters that never straddle classes."""
-        pairs = self.clusters() * self.data.n_classes + self.data.y_train
-        return np.unique(pairs, return_inverse=True)[1].astype(np.int64)
-
     def influence(self, method: str) -> Any:
-        from attributor.curation.influence import estimate_influence
-        from attributor.data import ArrayDataset
         from attributor.models.checkpoints import save_checkpoint
 
-        def compute() -> Any:
-            d = self.data
-            checkpoint = save_checkpoint(self.reference(), self.cache / "reference.pt")
-            return estimate_influence(self.reference(), checkpoint, ArrayDataset(d.x_train, d.y_train),
-                                      ArrayDataset(d.x_val, d.y_val), self.groups(), method)
-
-        return self._get(method, compute)
+        return self._get(method, lambda: self._influence(method, save_checkpoint(self.reference(), self.cache / "reference.pt")))
 
     def select(self, method: str, budget: float) -> np.ndarray:
         from attributor.curation import select
-        from attributor.curation.classification import per_example_loss
 
-        n = len(self.data.y_train)
+        n = len(self.data.x_train)
         if method == "full":
             mask = np.ones(n, dtype=bool)
         elif method == "random":
             mask = select.random_keep(n, budget, seed=self.seed)
         elif method == "loss-rank":
-            mask = select.top_keep(-per_example_loss(self.reference(), self.data.x_train, self.data.y_train), budget)
+            mask = select.top_keep(-self._get("losses", self._losses), budget)
+        elif method == "alignment":
+            mask = select.top_keep(self._get("alignment", self._alignment), budget)
         elif method == "k-center":
             mask = select.k_center_greedy(self.embedding(), budget, seed=self.seed)
         elif method == "semdedup":
@@ -232,7 +269,7 @@ class _SeedState:
         elif method in ("cluster-datainf", "cluster-ekfac", "cluster-datainf+reweight"):
             estimate = self.influence("if-ekfac" if method == "cluster-ekfac" else "datainf")
             groups = self.groups()
-            mask = select.cluster_keep(groups, estimate.clusters, estimate.examples, budget, strata=self.data.y_train)
+            mask = select.cluster_keep(groups, estimate.clusters, estimate.examples, budget, strata=self.strata)
             if method.endswith("+reweight"):
                 return np.where(mask, select.reweight(groups, estimate.clusters), 0.0)
         elif method == "cluster-datainf-global":
@@ -244,6 +281,98 @@ class _SeedState:
         else:
             raise ConfigError(f"unknown curation method {method!r}")
         return mask.astype(np.float64)
+
+    def _alignment(self) -> np.ndarray:
+        raise ConfigError("the alignment filter needs paired data (the retrieval variant)")
+
+
+class _ClassificationState(_SeedState):
+    def __init__(self, config: CurateBenchConfig, seed: int, cache: Path):
+        from attributor.curation.classification import corrupted_digits
+
+        super().__init__(config, seed, cache)
+        self.data = corrupted_digits(seed, noise=config.noise, shift=config.shift, minority=config.minority,
+                                     max_pool=config.max_pool)
+        self.strata = self.data.y_train
+
+    def train(self, weights: np.ndarray) -> torch.nn.Module:
+        from attributor.curation.classification import train_weighted
+
+        d, c = self.data, self.config
+        return train_weighted(d.x_train, d.y_train, weights, d.n_classes, hidden=c.hidden, steps=c.steps, lr=c.lr,
+                              seed=self.seed)
+
+    def evaluate(self, weights: np.ndarray) -> dict[str, float]:
+        from attributor.curation.classification import evaluate_groups
+
+        return evaluate_groups(self.train(weights), self.data.x_test, self.data.y_test, self.data.test_group)
+
+    def _embedding(self) -> np.ndarray:
+        from attributor.curation.classification import penultimate
+
+        return penultimate(self.reference(), self.data.x_train)
+
+    def _losses(self) -> np.ndarray:
+        from attributor.curation.classification import per_example_loss
+
+        return per_example_loss(self.reference(), self.data.x_train, self.data.y_train)
+
+    def groups(self) -> np.ndarray:
+        """One id per (cluster, label) pair: clusters that never straddle classes."""
+        pairs = self.clusters() * self.data.n_classes + self.data.y_train
+        return np.unique(pairs, return_inverse=True)[1].astype(np.int64)
+
+    def _influence(self, method: str, checkpoint: Path) -> Any:
+        from attributor.curation.influence import estimate_influence
+        from attributor.data import ArrayDataset
+
+        d = self.data
+        return estimate_influence(self.reference(), checkpoint, ArrayDataset(d.x_train, d.y_train),
+                                  ArrayDataset(d.x_val, d.y_val), self.groups(), method)
+
+
+class _RetrievalState(_SeedState):
+    def __init__(self, config: CurateBenchConfig, seed: int, cache: Path):
+        from attributor.curation.retrieval import paired_digits
+
+        super().__init__(config, seed, cache)
+        self.data = paired_digits(seed, mismatch=config.mismatch, duplicates=config.duplicates, shift=config.shift,
+                                  minority=config.minority, max_pool=config.max_pool)
+
+    def train(self, weights: np.ndarray) -> torch.nn.Module:
+        from attributor.curation.retrieval import train_dual
+
+        return train_dual(self.data, weights, hidden=self.config.hidden, steps=self.config.retrieval_steps, seed=self.seed)
+
+    def evaluate(self, weights: np.ndarray) -> dict[str, float]:
+        from attributor.curation.retrieval import retrieval_metrics
+
+        d = self.data
+        return retrieval_metrics(self.train(weights), d.x_test, d.t_test, d.y_test, d.test_group)
+
+    def _embedding(self) -> np.ndarray:
+        from attributor.curation.retrieval import joint_embedding
+
+        return joint_embedding(self.reference(), self.data.x_train, self.data.t_train)
+
+    def _losses(self) -> np.ndarray:
+        from attributor.curation.retrieval import pair_loss
+
+        return pair_loss(self.reference(), self.data)
+
+    def _alignment(self) -> np.ndarray:
+        from attributor.curation.retrieval import alignment
+
+        return alignment(self.reference(), self.data.x_train, self.data.t_train)
+
+    def _influence(self, method: str, checkpoint: Path) -> Any:
+        from attributor.curation.influence import ContrastiveValidationLossTask, estimate_influence
+        from attributor.curation.retrieval import pair_dataset
+
+        d = self.data
+        return estimate_influence(self.reference(), checkpoint, pair_dataset(d.x_train, d.t_train, d.negatives_train),
+                                  pair_dataset(d.x_val, d.t_val, d.negatives_val), self.clusters(), method,
+                                  ContrastiveValidationLossTask(0.1))
 
 
 def _interval(values: np.ndarray) -> tuple[float, float, float]:
@@ -258,11 +387,11 @@ def _interval(values: np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def _aggregate(per_seed: list[dict[tuple[str, float], dict]], config: CurateBenchConfig) -> list[dict[str, Any]]:
+def _aggregate(per_seed: list[dict[tuple[str, float], dict]], config: CurateBenchConfig, variant: str) -> list[dict[str, Any]]:
     rows = []
-    keys = [("full", 1.0)] + [(m, b) for m in config.methods for b in config.budgets]
+    keys = [("full", 1.0)] + [(m, b) for m in config.variant_methods(variant) for b in config.budgets]
     for method, budget in keys:
-        for metric in METRICS:
+        for metric in METRICS[variant]:
             values = np.array([seed[(method, budget)][metric] for seed in per_seed])
             mean, low, high = _interval(values)
             if method == "full":
@@ -270,7 +399,7 @@ def _aggregate(per_seed: list[dict[tuple[str, float], dict]], config: CurateBenc
             else:
                 diff = _interval(values - np.array([seed[("random", budget)][metric] for seed in per_seed]))
             removed = float(np.mean([seed[(method, budget)]["corrupted_removed"] for seed in per_seed]))
-            rows.append({"variant": "classification", "method": method, "budget": budget, "metric": metric,
+            rows.append({"variant": variant, "method": method, "budget": budget, "metric": metric,
                          "mean": mean, "low": low, "high": high, "diff_vs_random": diff[0], "diff_low": diff[1],
                          "diff_high": diff[2], "corrupted_removed": removed, "seeds": len(per_seed)})
     return rows
@@ -299,41 +428,52 @@ def _write(out: Path, rows: list[dict[str, Any]], config: CurateBenchConfig) -> 
     writer.writeheader()
     writer.writerows({key: row[key] for key in COLUMNS} for row in rows)
     atomic_write_text(out / "results.csv", buffer.getvalue())
+    describe = {
+        "classification": f"digits with {config.noise:.0%} label noise, {config.shift:.0%} off-target (transposed) "
+                          f"examples added, a {config.minority:.0%} minority style (inverted intensities); clusters: "
+                          f"{config.clusters} k-means clusters of the reference model's penultimate features, split by "
+                          "label for the cluster methods (cluster-datainf-global: whole clusters across labels). "
+                          "removed = fraction of the mislabelled examples dropped.",
+        "retrieval": f"digits paired with templated captions (MiniLM), {config.mismatch:.0%} mismatched pairs, "
+                     f"{config.duplicates:.0%} near-duplicates and {config.shift:.0%} off-target pairs added, a "
+                     f"{config.minority:.0%} minority style; a dual encoder trained with InfoNCE; relevant = the same "
+                     f"digit; clusters: {config.clusters} k-means clusters of the joint embedding. removed = fraction "
+                     "of the mismatched pairs dropped.",
+    }
     lines = ["# Curation benchmark", "",
-             f"Classification variant: digits with {config.noise:.0%} label noise, {config.shift:.0%} off-target "
-             f"(transposed) examples added, a {config.minority:.0%} minority style (inverted intensities); "
-             f"{config.seeds} seeds; {config.clusters} k-means clusters of the reference model's penultimate features. "
-             "Mean [95% t-interval] over seeds; diff = paired difference to random at the same budget and seed. "
-             "removed = fraction of the mislabelled examples dropped.", ""]
-    for metric in ("accuracy", "worst_group_accuracy", "group_gap"):
-        lines += [f"## {metric.replace('_', ' ')}", "", "| method | " + " | ".join(f"kept {b:.0%}" for b in config.budgets) + " |",
-                  "|---|" + "---|" * len(config.budgets)]
-        full = next(r for r in rows if r["method"] == "full" and r["metric"] == metric)
-        for method in config.methods:
-            cells = []
-            for budget in config.budgets:
-                r = next(r for r in rows if r["method"] == method and r["budget"] == budget and r["metric"] == metric)
-                cell = f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
-                if method != "random":
-                    cell += f" diff {r['diff_vs_random']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]"
-                if metric == "accuracy":
-                    cell += f" removed {r['corrupted_removed']:.2f}"
-                cells.append(cell)
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines += ["", f"Full data: {full['mean']:.3f} [{full['low']:.3f}, {full['high']:.3f}].", ""]
-    middle = config.budgets[len(config.budgets) // 2]
-    lines += [f"## What each selection removed (kept {middle:.0%})", "",
-              "| method | mislabelled | off-target | minority group |", "|---|---|---|---|"]
-    for method in config.methods:
-        cell = {m: next(r for r in rows if r["method"] == method and r["budget"] == middle and r["metric"] == m)
-                for m in ("accuracy", "domain_removed", "minority_removed")}
-        lines.append(f"| {method} | {cell['accuracy']['corrupted_removed']:.2f} | {cell['domain_removed']['mean']:.2f} | "
-                     f"{cell['minority_removed']['mean']:.2f} |")
-    lines.append("")
-    timing = [r for r in rows if r["metric"] in ("selection_seconds", "retrain_seconds") and r["budget"] == config.budgets[0]]
-    lines += ["## Cost (seconds, first budget)", "", "| method | selection | retrain |", "|---|---|---|"]
-    for method in config.methods:
-        sel = next(r for r in timing if r["method"] == method and r["metric"] == "selection_seconds")
-        ret = next(r for r in timing if r["method"] == method and r["metric"] == "retrain_seconds")
-        lines.append(f"| {method} | {sel['mean']:.2f} | {ret['mean']:.2f} |")
+             f"{config.seeds} seeds. Mean [95% t-interval] over seeds; diff = paired difference to random at the same "
+             "budget and seed.", ""]
+    for variant in config.variants:
+        methods = config.variant_methods(variant)
+        mine = [r for r in rows if r["variant"] == variant]
+        lines += [f"## {variant.capitalize()} variant", "", describe[variant], ""]
+        for metric in HEADLINE[variant]:
+            lines += [f"### {metric.replace('_', ' ')}", "",
+                      "| method | " + " | ".join(f"kept {b:.0%}" for b in config.budgets) + " |",
+                      "|---|" + "---|" * len(config.budgets)]
+            for method in methods:
+                cells = []
+                for budget in config.budgets:
+                    r = next(r for r in mine if r["method"] == method and r["budget"] == budget and r["metric"] == metric)
+                    cell = f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+                    if method != "random":
+                        cell += f" diff {r['diff_vs_random']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]"
+                    if metric == HEADLINE[variant][0]:
+                        cell += f" removed {r['corrupted_removed']:.2f}"
+                    cells.append(cell)
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            full = next(r for r in mine if r["method"] == "full" and r["metric"] == metric)
+            lines += ["", f"Full data: {full['mean']:.3f} [{full['low']:.3f}, {full['high']:.3f}].", ""]
+        middle = config.budgets[len(config.budgets) // 2]
+        lines += [f"### What each selection removed (kept {middle:.0%})", "",
+                  "| method | corrupted | off-target | near-duplicates | minority group | selection s | retrain s |",
+                  "|---|---|---|---|---|---|---|"]
+        for method in methods:
+            cell = {m: next(r for r in mine if r["method"] == method and r["budget"] == middle and r["metric"] == m)
+                    for m in _REMOVED}
+            lines.append(f"| {method} | {cell['minority_removed']['corrupted_removed']:.2f} | "
+                         f"{cell['domain_removed']['mean']:.2f} | {cell['duplicate_removed']['mean']:.2f} | "
+                         f"{cell['minority_removed']['mean']:.2f} | {cell['selection_seconds']['mean']:.2f} | "
+                         f"{cell['retrain_seconds']['mean']:.2f} |")
+        lines.append("")
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")

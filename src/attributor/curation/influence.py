@@ -24,22 +24,44 @@ import torch
 import torch.nn.functional as F
 
 from attributor.errors import ConfigError
-from attributor.tasks import ClassificationTask
+from attributor.tasks import ClassificationTask, ContrastiveTask
 
-__all__ = ["ValidationLossTask", "InfluenceEstimate", "estimate_influence", "INFLUENCE_METHODS"]
+__all__ = ["ValidationLossTask", "ContrastiveValidationLossTask", "InfluenceEstimate", "estimate_influence",
+           "INFLUENCE_METHODS"]
 
 INFLUENCE_METHODS = ("datainf", "if-ekfac")
 
 
 class ValidationLossTask(ClassificationTask, key="validation-loss"):
-    """Cross-entropy training; the measured output is the negative cross-entropy (f = -loss)."""
+    """Cross-entropy training; the measured output is the negative cross-entropy (f = -loss), so Q = 1."""
 
     def measurement(self, model: Any, batch: Any) -> torch.Tensor:
         logits, labels = self._logits(model, batch)
         return -F.cross_entropy(logits, labels, reduction="none")
 
+    def out_to_loss(self, model: Any, batch: Any) -> torch.Tensor:
+        return torch.ones_like(self.measurement(model, batch))  # grad loss = -1 * grad f
+
     def measure(self, model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.measurement(model, batch), self.out_to_loss(model, batch).detach()
+        measurement = self.measurement(model, batch)
+        return measurement, torch.ones_like(measurement.detach())
+
+
+class ContrastiveValidationLossTask(ContrastiveTask, key="contrastive-validation-loss"):
+    """InfoNCE training with explicit negatives; the measured output is the negative InfoNCE loss, so Q = 1."""
+
+    def measurement(self, model: Any, batch: Any) -> torch.Tensor:
+        return -self.train_loss(model, batch)
+
+    def train_loss(self, model: Any, batch: Any) -> torch.Tensor:
+        return F.softplus(-ContrastiveTask.measurement(self, model, batch))  # the InfoNCE loss of the positive's margin
+
+    def out_to_loss(self, model: Any, batch: Any) -> torch.Tensor:
+        return torch.ones_like(self.train_loss(model, batch))  # grad loss = -1 * grad f
+
+    def measure(self, model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        measurement = self.measurement(model, batch)
+        return measurement, torch.ones_like(measurement.detach())
 
 
 @dataclass
@@ -52,10 +74,12 @@ class InfluenceEstimate:
 
 
 def estimate_influence(model: torch.nn.Module, checkpoint: str | Path, train: Any, validation: Any, clusters: np.ndarray,
-                       method: str = "datainf") -> InfluenceEstimate:
+                       method: str = "datainf", task: Any = None) -> InfluenceEstimate:
     """Influence of every training example and every cluster (ids 0..C-1) on the validation loss of ``model``.
 
-    ``train`` and ``validation`` are map-style datasets of (input, label) pairs.
+    ``train`` and ``validation`` are map-style datasets of the task's examples ((input,
+    label) pairs for the default :class:`ValidationLossTask`; anchor / positive / negatives
+    mappings for :class:`ContrastiveValidationLossTask`).
     """
     from attributor.methods import get_method
     from attributor.methods.base import TrainingContext
@@ -63,9 +87,10 @@ def estimate_influence(model: torch.nn.Module, checkpoint: str | Path, train: An
     if method not in INFLUENCE_METHODS:
         raise ConfigError(f"influence method must be one of {', '.join(INFLUENCE_METHODS)}, got {method!r}")
     clusters = np.asarray(clusters, dtype=np.int64)
-    context = TrainingContext(model=model, task=ValidationLossTask(), datasets={"train": train, "val": validation},
+    context = TrainingContext(model=model, task=task or ValidationLossTask(), datasets={"train": train, "val": validation},
                               checkpoints=[checkpoint])
-    fitted = get_method(method).fit(split="train", context=context)
+    options = {"labels": "true"} if method == "if-ekfac" and not isinstance(context.task, ClassificationTask) else {}
+    fitted = get_method(method, **options).fit(split="train", context=context)
     per_example = fitted.score("val", dense=True, topk=1).values.sum(axis=0)
     sizes = np.bincount(clusters, minlength=int(clusters.max()) + 1)
     present = np.unique(clusters)
