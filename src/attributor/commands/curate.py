@@ -1,5 +1,7 @@
 """``attributor curate ...``: influence-driven data curation.
 
+* ``attributor curate --config FILE --out DIR``: curate a user's own classification data
+  (:func:`attributor.curation.pipeline.run_curation`: stage folders, reused when unchanged).
 * ``bench``: :func:`attributor.curation.bench.run_curate_bench` into ``--out`` (``--quick``:
   a small run for tests).
 
@@ -13,8 +15,29 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(help="InfluenceSpace curation: cluster influence, prune / reweight, retrain, compare with baselines.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(help="InfluenceSpace curation: `attributor curate --config FILE --out DIR` on your data; `curate bench`.",
+                  invoke_without_command=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def curate(ctx: typer.Context,
+           config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML or JSON: data (train, validation, test, target, text or features) and curate settings."),
+           out: Optional[Path] = typer.Option(None, "--out", "-o", help="The run folder (one subfolder per stage)."),
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages.")) -> None:
+    """Embed, cluster, estimate cluster influence on the validation loss, select, retrain and report."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None or out is None:
+        from attributor.errors import ConfigError
+
+        raise ConfigError("give --config FILE and --out DIR (or run the benchmark: attributor curate bench --help)")
+    from attributor.curation.pipeline import load_curate_config, run_curation
+
+    metrics = run_curation(load_curate_config(config), out,
+                           log=(lambda message: None) if quiet else (lambda message: typer.echo(message, err=True)))
+    for name, m in metrics.items():
+        typer.echo(f"{name:18s} kept {m['kept']:.0%}  accuracy {m['accuracy']:.3f}  worst group {m['worst_group_accuracy']:.3f}")
+    typer.echo(f"report: {out / 'eval' / 'report.html'}; kept examples: {out / 'selection' / 'kept.csv'}")
 
 
 @app.command()
