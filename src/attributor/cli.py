@@ -33,6 +33,7 @@ from attributor.commands import store as _store  # noqa: E402
 from attributor.commands import gif as _gif  # noqa: E402
 from attributor.commands import index as _index  # noqa: E402
 from attributor.commands import curate as _curate  # noqa: E402
+from attributor.commands import news as _news  # noqa: E402
 from attributor.commands import serve as _serve  # noqa: E402
 
 app.add_typer(_mirrored.app, name="mirrored")
@@ -42,6 +43,7 @@ app.add_typer(_provenance.app, name="provenance")
 app.add_typer(_registry.app, name="registry")
 app.add_typer(_index.app, name="index")
 app.add_typer(_curate.app, name="curate")
+app.add_typer(_news.app, name="news")
 app.add_typer(_serve.app, name="serve")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML or JSON config file.")

@@ -21,6 +21,7 @@ from hf_zoo import bert_classifier, bert_encoder, classification_batch, contrast
 from zoo import classification_data, mlp
 
 import attributor.curation.influence  # noqa: F401  (registers the curation tasks, whatever ran before)
+import attributor.news.task  # noqa: F401  (registers the recommendation task)
 from attributor.features.gradients import per_example_gradients, tracked_parameter_names
 from attributor.tasks import (CausalLMTask, ClassificationTask, ContrastiveTask, RegressionTask,
                               SequenceClassificationTask, Task, get_task)
@@ -63,7 +64,19 @@ def _contrastive_validation_loss():
     return ContrastiveValidationLossTask(temperature=0.1), bert_encoder(seed=4), contrastive_batch()
 
 
-PROBLEMS = {"classification": _classification, "regression": _regression,
+def _recommendation():
+    from attributor.news.models import NRMS
+    from attributor.news.task import RecommendationTask
+
+    generator = torch.Generator().manual_seed(5)
+    batch = {"history": torch.randint(0, 30, (4, 3, 5), generator=generator),
+             "history_mask": torch.tensor([[1.0, 1, 0], [1, 0, 0], [0, 0, 0], [1, 1, 1]]),
+             "candidates": torch.randint(1, 30, (4, 3, 5), generator=generator), "label": torch.tensor([0, 1, 0, 2])}
+    torch.manual_seed(6)
+    return RecommendationTask(), NRMS(30, dim=8, heads=2, head_dim=4, attention_hidden=4, dropout=0.0).double(), batch
+
+
+PROBLEMS = {"recommendation": _recommendation, "classification": _classification, "regression": _regression,
             "sequence-classification": _sequence_classification, "causal-lm": _causal_lm, "contrastive": _contrastive,
             "validation-loss": _validation_loss, "contrastive-validation-loss": _contrastive_validation_loss}
 

@@ -1,0 +1,317 @@
+"""``attributor news bench``: which training clicks make a news recommender push fake news?
+
+Per seed (:func:`attributor.news.synthetic.generate_mind`, poisoned and clean twins):
+
+1. train NRMS on the poisoned and on the clean training clicks (same seed, same samples
+   apart from the fake users'); evaluate both on the dev impressions of genuine users:
+   AUC, MRR, nDCG@5, nDCG@10 per impression (MIND's protocol), and the **exposure** of
+   fake articles: the share of dev impressions whose fake candidate the model ranks first,
+   and its mean rank percentile (1 = top);
+2. attribute with TRAK (factored projection, the checkpoints of the poisoned run as the
+   ensemble) the queries "this user, this fake candidate": the dev impressions where the
+   poisoned model ranks the fake candidate highest (``queries`` of them). Each training
+   sample's score is its mean TRAK score over the queries (positive = it pushed fake
+   articles up);
+3. aggregate by article (the samples whose click is the article) and by user, and detect
+   fake articles and fake users: ROC AUC of the aggregated influence, beside ``random``,
+   ``popularity`` (click counts), ``loss`` (the final model's mean training loss) and
+   ``self-influence`` (TRAK's, mean over the item's samples).
+
+AUCs are averaged over seeds with a 95% t-interval. Writes OUT/metrics.json
+(``models.nrms.{clean,poisoned}.{auc,mrr,ndcg5,ndcg10,fake_top1,fake_rank}``,
+``detection.{METHOD}.{auc,auc_low,auc_high}`` for fake articles and
+``detection.{METHOD}.users.{auc,auc_low,auc_high}`` for fake users), OUT/results.md,
+OUT/influence_seed{S}.csv (per training sample) and OUT/config.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from attributor._io import atomic_write_json, atomic_write_text
+from attributor.errors import ConfigError
+
+__all__ = ["NewsBenchConfig", "run_news_bench", "ranking_metrics"]
+
+DETECTORS = ("trak", "self-influence", "loss", "popularity", "random")
+
+
+@dataclass
+class NewsBenchConfig:
+    seeds: int = 3
+    users: int = 200
+    news: int = 300
+    fake_news: int = 12
+    poison: float = 0.1
+    epochs: int = 8
+    checkpoints: int = 3
+    lr: float = 2e-3
+    proj_dim: int = 512
+    queries: int = 60
+    negatives: int = 4
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("seeds", "users", "news", "fake_news", "epochs", "checkpoints", "proj_dim", "queries", "negatives",
+                     "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"news bench {name} must be a positive integer, got {value!r}")
+        if self.checkpoints > self.epochs:
+            raise ConfigError(f"news bench checkpoints ({self.checkpoints}) cannot exceed epochs ({self.epochs})")
+        if not 0 < self.poison < 1:
+            raise ConfigError(f"news bench poison must be in (0, 1), got {self.poison!r}")
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "NewsBenchConfig":
+        return cls(**{"seeds": 2, "users": 80, "news": 120, "fake_news": 6, "epochs": 4, "checkpoints": 2,
+                      "proj_dim": 128, "queries": 20, **overrides})
+
+
+def run_news_bench(out: str | Path, config: NewsBenchConfig | None = None, *, overwrite: bool = False,
+                   log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    config = config or NewsBenchConfig()
+    out = Path(out)
+    _claim(out, config, overwrite)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        per_seed = [_run_seed(out, config, seed, log) for seed in range(config.seeds)]
+    finally:
+        torch.set_num_threads(previous)
+    metrics = _summarise(per_seed)
+    atomic_write_json(out / "metrics.json", metrics)
+    _write_md(out, metrics, config)
+    return metrics
+
+
+def _run_seed(out: Path, config: NewsBenchConfig, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+    from attributor.news.mind import read_behaviors, read_news
+    from attributor.news.models import Vocabulary, training_samples
+    from attributor.news.synthetic import generate_mind
+
+    cached = out / f"seed{seed}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    folder = out / "work" / f"seed{seed}"
+    counts = generate_mind(folder / "data", seed=seed, users=config.users, news=config.news, fake_news=config.fake_news,
+                           poison=config.poison)
+    news = read_news(folder / "data" / "train" / "news.tsv")
+    train = read_behaviors(folder / "data" / "train" / "behaviors.tsv", news)
+    clean = read_behaviors(folder / "data" / "clean" / "train" / "behaviors.tsv", news)
+    dev = read_behaviors(folder / "data" / "dev" / "behaviors.tsv", news)
+    fake_news = set((folder / "data" / "fake_news.tsv").read_text().split())
+    fake_users = set((folder / "data" / "fake_users.tsv").read_text().split())
+    vocabulary = Vocabulary([item.title for item in news.values()])
+    log(f"seed {seed}: {counts['train_impressions']} train impressions ({counts['fake_users']} fake users), "
+        f"{counts['dev_impressions']} dev impressions, vocabulary {len(vocabulary)}")
+    samples = {name: training_samples(imps, news, vocabulary, negatives=config.negatives, seed=seed)
+               for name, imps in (("poisoned", train), ("clean", clean))}
+    result: dict[str, Any] = {"models": {"nrms": {}}}
+    models = {}
+    for name, sample_set in samples.items():
+        model, checkpoints = _train(sample_set, len(vocabulary), folder / f"model-{name}", config, seed)
+        models[name] = (model, checkpoints)
+        result["models"]["nrms"][name] = _evaluate(model, dev, news, vocabulary, fake_news)
+        log(f"seed {seed}: nrms {name}: dev AUC {result['models']['nrms'][name]['auc']:.3f}, fake ranked first in "
+            f"{result['models']['nrms'][name]['fake_top1']:.1%} of impressions")
+    model, checkpoints = models["poisoned"]
+    result["detection"], rows = _attribute(model, checkpoints, samples["poisoned"], dev, news, vocabulary, fake_news,
+                                           fake_users, folder, config, seed)
+    _write_csv(out / f"influence_seed{seed}.csv", rows)
+    atomic_write_json(cached, result)
+    return result
+
+
+def _train(samples: Any, vocab_size: int, folder: Path, config: NewsBenchConfig, seed: int) -> tuple[torch.nn.Module, list[Path]]:
+    from attributor.models.training import train
+    from attributor.news.models import NRMS
+    from attributor.news.task import RecommendationTask
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = NRMS(vocab_size)
+    epochs = np.unique(np.linspace(config.epochs / config.checkpoints, config.epochs, config.checkpoints).round().astype(int))
+    checkpoints = train(model, RecommendationTask(), samples, folder, epochs=config.epochs,
+                        checkpoint_epochs=[int(e) for e in epochs], lr=config.lr, batch_size=64, seed=seed, progress=False)
+    return model.eval(), checkpoints
+
+
+def ranking_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """One impression's AUC, MRR, nDCG@5 and nDCG@10 (MIND's evaluation; labels 0/1, at least one of each for AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    order = np.argsort(-scores, kind="stable")
+    ranked = labels[order]
+    gains = ranked / np.log2(np.arange(2, len(ranked) + 2))
+
+    def ndcg(k: int) -> float:
+        ideal = np.sort(labels)[::-1][:k] / np.log2(np.arange(2, min(k, len(labels)) + 2))
+        return float(gains[:k].sum() / ideal.sum()) if ideal.sum() > 0 else 0.0
+
+    mrr = float((ranked / np.arange(1, len(ranked) + 1)).sum() / max(ranked.sum(), 1))
+    auc = float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
+    return {"auc": auc, "mrr": mrr, "ndcg5": ndcg(5), "ndcg10": ndcg(10)}
+
+
+def _evaluate(model: torch.nn.Module, dev: list, news: dict, vocabulary: Any, fake_news: set[str]) -> dict[str, float]:
+    from attributor.news.models import score_impression
+
+    rows, top1, rank = [], [], []
+    for imp in dev:
+        scores = score_impression(model, imp, news, vocabulary)
+        labels = np.array(imp.labels)
+        rows.append(ranking_metrics(scores, labels))
+        fakes = [i for i, c in enumerate(imp.candidates) if c in fake_news]
+        if fakes:
+            order = np.argsort(-scores, kind="stable")
+            position = int(np.flatnonzero(order == fakes[0])[0])
+            top1.append(position == 0)
+            rank.append(1 - position / max(len(scores) - 1, 1))
+    out = {key: float(np.nanmean([r[key] for r in rows])) for key in ("auc", "mrr", "ndcg5", "ndcg10")}
+    out["fake_top1"] = float(np.mean(top1)) if top1 else float("nan")
+    out["fake_rank"] = float(np.mean(rank)) if rank else float("nan")
+    return out
+
+
+def _attribute(model: torch.nn.Module, checkpoints: list[Path], samples: Any, dev: list, news: dict, vocabulary: Any,
+               fake_news: set[str], fake_users: set[str], folder: Path, config: NewsBenchConfig,
+               seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from attributor.features.featurize import featurize
+    from attributor.features.projection import make_projector
+    from attributor.methods.trak import TRAK
+    from attributor.news.models import query_samples, score_impression
+    from attributor.news.task import RecommendationTask
+
+    ranked = []
+    for imp in dev:
+        fakes = [i for i, c in enumerate(imp.candidates) if c in fake_news]
+        if fakes:
+            scores = score_impression(model, imp, news, vocabulary)
+            ranked.append((float((scores > scores[fakes[0]]).mean()), imp, imp.candidates[fakes[0]]))
+    ranked.sort(key=lambda row: row[0])  # the impressions where the fake candidate ranks highest first
+    chosen = ranked[: config.queries]
+    queries = query_samples([r[1] for r in chosen], [r[2] for r in chosen], news, vocabulary,
+                            negatives=config.negatives, seed=seed)
+    task, projector = RecommendationTask(), make_projector("factored", config.proj_dim, seed)
+    store_path = folder / "store"
+    shutil.rmtree(store_path, ignore_errors=True)
+    for split, data in (("train", samples), ("queries", queries)):
+        store = featurize(model, task, data, checkpoints, store_path, projector, split=split, chunk_size=512,
+                          batch_size=32, progress=False)
+    trak = TRAK().fit(store)
+    influence = trak.score("queries", dense=True, topk=1).values.mean(axis=0)
+    self_influence = trak.self_influence()
+    with torch.no_grad():
+        losses = task.train_loss(model, samples.batch()).numpy()
+    rows = [{"sample": i, "user": u, "news": n, "impression": imp, "fake_user": int(u in fake_users),
+             "fake_news": int(n in fake_news), "influence": float(influence[i]), "self_influence": float(self_influence[i]),
+             "loss": float(losses[i])} for i, (u, n, imp) in enumerate(zip(samples.users, samples.news, samples.impressions))]
+    detection = {}
+    rng = np.random.default_rng(seed)
+    for level, key, truth in (("articles", "news", fake_news), ("users", "user", fake_users)):
+        items = sorted({r[key] for r in rows})
+        index = {item: j for j, item in enumerate(items)}
+        member = np.array([index[r[key]] for r in rows])
+        count = np.bincount(member, minlength=len(items)).astype(float)
+        scores = {"trak": np.bincount(member, weights=influence, minlength=len(items)),
+                  "self-influence": np.bincount(member, weights=self_influence, minlength=len(items)) / count,
+                  "loss": np.bincount(member, weights=losses, minlength=len(items)) / count,
+                  "popularity": count, "random": rng.random(len(items))}
+        labels = np.array([item in truth for item in items])
+        for method, values in scores.items():
+            detection.setdefault(method, {})[level] = _auc(labels, values)
+    return detection, rows
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
+
+
+def _interval(values: list[float]) -> tuple[float, float, float]:
+    from scipy import stats
+
+    v = np.array([x for x in values if np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(v.mean())
+    if len(v) < 2 or v.std() == 0:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+def _clipped(interval: tuple[float, float, float]) -> tuple[float, float, float]:
+    """An AUC interval clipped to [0, 1] (a t-interval over few seeds can leave it)."""
+    mean, low, high = interval
+    return mean, max(low, 0.0), min(high, 1.0)
+
+
+def _summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    models: dict[str, Any] = {"nrms": {}}
+    for twin in ("clean", "poisoned"):
+        keys = per_seed[0]["models"]["nrms"][twin]
+        models["nrms"][twin] = {key: float(np.nanmean([s["models"]["nrms"][twin][key] for s in per_seed])) for key in keys}
+    detection: dict[str, Any] = {}
+    for method in DETECTORS:
+        articles = _clipped(_interval([s["detection"][method]["articles"] for s in per_seed]))
+        users = _clipped(_interval([s["detection"][method]["users"] for s in per_seed]))
+        detection[method] = {"auc": articles[0], "auc_low": articles[1], "auc_high": articles[2],
+                             "users": {"auc": users[0], "auc_low": users[1], "auc_high": users[2]}}
+    return {"seeds": len(per_seed), "models": models, "detection": detection}
+
+
+def _claim(out: Path, config: NewsBenchConfig, overwrite: bool) -> None:
+    saved = out / "config.json"
+    settings = asdict(config)
+    if saved.is_file():
+        same = json.loads(saved.read_text()) == settings
+        if not same and not overwrite:
+            raise ConfigError(f"{out} holds a news bench run with other settings; use another --out or pass --overwrite")
+        if not same:
+            for name in list(out.iterdir()):
+                if name.name != "config.json":
+                    shutil.rmtree(name) if name.is_dir() else name.unlink()
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists and is not a news bench run; refusing to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(saved, settings)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _write_md(out: Path, metrics: dict[str, Any], config: NewsBenchConfig) -> None:
+    lines = ["# News recommender bench: fake-news poisoning and TRAK", "",
+             f"{metrics['seeds']} seeds; {config.users} users ({config.poison:.0%} more fake users), {config.news} "
+             f"articles + {config.fake_news} fake; NRMS trained {config.epochs} epochs ({config.checkpoints} "
+             f"checkpoints in the TRAK ensemble, k = {config.proj_dim}); {config.queries} queries per seed.", "",
+             "## Ranking on the dev impressions of genuine users", "",
+             "| training | AUC | MRR | nDCG@5 | nDCG@10 | fake ranked first | fake rank percentile |", "|---|---|---|---|---|---|---|"]
+    for twin in ("clean", "poisoned"):
+        m = metrics["models"]["nrms"][twin]
+        lines.append(f"| {twin} | {m['auc']:.3f} | {m['mrr']:.3f} | {m['ndcg5']:.3f} | {m['ndcg10']:.3f} | "
+                     f"{m['fake_top1']:.3f} | {m['fake_rank']:.3f} |")
+    lines += ["", "## Detection of the poison (ROC AUC, mean [95% t-interval] over seeds)", "",
+              "| method | fake articles | fake users |", "|---|---|---|"]
+    for method, d in metrics["detection"].items():
+        u = d["users"]
+        lines.append(f"| {method} | {d['auc']:.3f} [{d['auc_low']:.3f}, {d['auc_high']:.3f}] | "
+                     f"{u['auc']:.3f} [{u['auc_low']:.3f}, {u['auc_high']:.3f}] |")
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
