@@ -80,16 +80,18 @@ def test_bench_quick_writes_metrics(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["news", "bench", "--out", str(out), "--quick", "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    for twin in ("clean", "poisoned"):
-        m = metrics["models"]["nrms"][twin]
-        assert set(m) >= {"auc", "mrr", "ndcg5", "ndcg10"} and 0.5 < m["auc"] <= 1  # above chance
-    # poisoning raises the exposure of fake articles
-    assert metrics["models"]["nrms"]["poisoned"]["fake_rank"] > metrics["models"]["nrms"]["clean"]["fake_rank"]
+    for name in ("nrms", "naml", "lstur"):
+        for twin in ("clean", "poisoned"):
+            m = metrics["models"][name][twin]
+            assert set(m) >= {"auc", "mrr", "ndcg5", "ndcg10"} and 0.55 < m["auc"] <= 1  # above chance
+        # poisoning raises the exposure of fake articles
+        assert metrics["models"][name]["poisoned"]["fake_rank"] > metrics["models"][name]["clean"]["fake_rank"]
+    assert set(metrics["detection_by_model"]) == {"nrms", "naml", "lstur"} and metrics["detection_model"] == "nrms"
     for method in ("trak", "self-influence", "loss", "popularity", "random"):
         d = metrics["detection"][method]
         assert d["auc_low"] <= d["auc"] <= d["auc_high"] and set(d["users"]) == {"auc", "auc_low", "auc_high"}
     assert metrics["detection"]["trak"]["users"]["auc"] > 0.8  # the fake users' clicks push the fake articles
-    rows = (out / "influence_seed0.csv").read_text().splitlines()
+    rows = (out / "influence_seed0_nrms.csv").read_text().splitlines()
     assert rows[0].startswith("sample,user,news,impression,fake_user,fake_news,influence")
     assert main(["news", "bench", "--out", str(out), "--quick", "--seeds", "3"]) == 2
     assert "other settings" in capsys.readouterr().err

@@ -65,15 +65,17 @@ def _contrastive_validation_loss():
 
 
 def _recommendation():
-    from attributor.news.models import NRMS
+    from attributor.news.models import LSTUR
     from attributor.news.task import RecommendationTask
 
     generator = torch.Generator().manual_seed(5)
-    batch = {"history": torch.randint(0, 30, (4, 3, 5), generator=generator),
-             "history_mask": torch.tensor([[1.0, 1, 0], [1, 0, 0], [0, 0, 0], [1, 1, 1]]),
-             "candidates": torch.randint(1, 30, (4, 3, 5), generator=generator), "label": torch.tensor([0, 1, 0, 2])}
+    rows = lambda *shape: torch.cat([torch.randint(0, 30, (*shape, 7), generator=generator),  # title 4 + abstract 3
+                                     torch.randint(1, 6, (*shape, 2), generator=generator)], dim=-1)  # categories
+    batch = {"history": rows(4, 3), "history_mask": torch.tensor([[1.0, 1, 0], [1, 0, 0], [0, 0, 0], [1, 1, 1]]),
+             "candidates": rows(4, 3), "user": torch.tensor([1, 2, 0, 1]), "label": torch.tensor([0, 1, 0, 2])}
     torch.manual_seed(6)
-    return RecommendationTask(), NRMS(30, dim=8, heads=2, head_dim=4, attention_hidden=4, dropout=0.0).double(), batch
+    model = LSTUR(30, dim=8, filters=6, attention_hidden=4, dropout=0.0, title_length=4, categories=6, users=2)
+    return RecommendationTask(), model.double().eval(), batch  # eval: no long-term masking draw
 
 
 PROBLEMS = {"recommendation": _recommendation, "classification": _classification, "regression": _regression,

@@ -25,18 +25,20 @@ def bench(out: Path = typer.Option(..., "--out", "-o", help="Output directory (m
           poison: Optional[float] = typer.Option(None, "--poison", help="Fake users as a fraction of the genuine ones (default 0.1)."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run in --out made with other settings."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages.")) -> None:
-    """Train NRMS clean and poisoned, attribute fake-news rankings with TRAK, detect fake articles and users."""
+    """Train NRMS, NAML and LSTUR clean and poisoned, attribute fake-news rankings with TRAK, detect fake articles and users."""
     from attributor.news.bench import NewsBenchConfig, run_news_bench
 
     overrides = {k: v for k, v in (("seeds", seeds), ("poison", poison)) if v is not None}
     config = (NewsBenchConfig.quick if quick else NewsBenchConfig)(**overrides)
     metrics = run_news_bench(out, config, overwrite=overwrite,
                              log=(lambda message: None) if quiet else (lambda message: typer.echo(message, err=True)))
-    clean, poisoned = metrics["models"]["nrms"]["clean"], metrics["models"]["nrms"]["poisoned"]
-    trak = metrics["detection"]["trak"]
-    typer.echo(f"{out / 'metrics.json'}: dev AUC clean {clean['auc']:.3f} / poisoned {poisoned['auc']:.3f}; fake rank "
-               f"percentile {clean['fake_rank']:.2f} -> {poisoned['fake_rank']:.2f}; TRAK detection AUC articles "
-               f"{trak['auc']:.3f}, users {trak['users']['auc']:.3f}")
+    typer.echo(f"{out / 'metrics.json'}, {out / 'results.md'}")
+    for name, twins in metrics["models"].items():
+        clean, poisoned = twins["clean"], twins["poisoned"]
+        trak = metrics["detection_by_model"][name]["trak"]
+        typer.echo(f"  {name}: dev AUC clean {clean['auc']:.3f} / poisoned {poisoned['auc']:.3f}; fake rank percentile "
+                   f"{clean['fake_rank']:.2f} -> {poisoned['fake_rank']:.2f}; TRAK detection AUC articles "
+                   f"{trak['auc']:.3f}, users {trak['users']['auc']:.3f}")
 
 
 @app.command()

@@ -2,8 +2,8 @@
 
 Per seed (:func:`attributor.news.synthetic.generate_mind`, poisoned and clean twins):
 
-1. train NRMS on the poisoned and on the clean training clicks (same seed, same samples
-   apart from the fake users'); evaluate both on the dev impressions of genuine users:
+1. train each model (NRMS, NAML, LSTUR) on the poisoned and on the clean training clicks
+   (same seed, same samples apart from the fake users'); evaluate both on the dev impressions of genuine users:
    AUC, MRR, nDCG@5, nDCG@10 per impression (MIND's protocol), and the **exposure** of
    fake articles: the share of dev impressions whose fake candidate the model ranks first,
    and its mean rank percentile (1 = top);
@@ -17,11 +17,13 @@ Per seed (:func:`attributor.news.synthetic.generate_mind`, poisoned and clean tw
    ``popularity`` (click counts), ``loss`` (the final model's mean training loss) and
    ``self-influence`` (TRAK's, mean over the item's samples).
 
-AUCs are averaged over seeds with a 95% t-interval. Writes OUT/metrics.json
-(``models.nrms.{clean,poisoned}.{auc,mrr,ndcg5,ndcg10,fake_top1,fake_rank}``,
+Steps 2-3 run for every model; ``detection`` reports the first model of ``models`` (NRMS
+by default) and ``detection_by_model`` every one. AUCs are averaged over seeds with a 95%
+t-interval. Writes OUT/metrics.json
+(``models.{MODEL}.{clean,poisoned}.{auc,mrr,ndcg5,ndcg10,fake_top1,fake_rank}``,
 ``detection.{METHOD}.{auc,auc_low,auc_high}`` for fake articles and
 ``detection.{METHOD}.users.{auc,auc_low,auc_high}`` for fake users), OUT/results.md,
-OUT/influence_seed{S}.csv (per training sample) and OUT/config.json.
+OUT/influence_seed{S}_{MODEL}.csv (per training sample) and OUT/config.json.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class NewsBenchConfig:
     proj_dim: int = 512
     queries: int = 60
     negatives: int = 4
+    models: tuple[str, ...] = ("nrms", "naml", "lstur")
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -70,6 +73,12 @@ class NewsBenchConfig:
             raise ConfigError(f"news bench checkpoints ({self.checkpoints}) cannot exceed epochs ({self.epochs})")
         if not 0 < self.poison < 1:
             raise ConfigError(f"news bench poison must be in (0, 1), got {self.poison!r}")
+        from attributor.news.models import MODELS
+
+        self.models = tuple(self.models)
+        unknown = [m for m in self.models if m not in MODELS]
+        if unknown or not self.models:
+            raise ConfigError(f"news bench models must be among {', '.join(MODELS)}, got {list(self.models)}")
 
     @classmethod
     def quick(cls, **overrides: Any) -> "NewsBenchConfig":
@@ -96,7 +105,7 @@ def run_news_bench(out: str | Path, config: NewsBenchConfig | None = None, *, ov
 
 def _run_seed(out: Path, config: NewsBenchConfig, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
     from attributor.news.mind import read_behaviors, read_news
-    from attributor.news.models import Vocabulary, training_samples
+    from attributor.news.models import Vocabulary, training_samples, user_index
     from attributor.news.synthetic import generate_mind
 
     cached = out / f"seed{seed}.json"
@@ -111,35 +120,37 @@ def _run_seed(out: Path, config: NewsBenchConfig, seed: int, log: Callable[[str]
     dev = read_behaviors(folder / "data" / "dev" / "behaviors.tsv", news)
     fake_news = set((folder / "data" / "fake_news.tsv").read_text().split())
     fake_users = set((folder / "data" / "fake_users.tsv").read_text().split())
-    vocabulary = Vocabulary([item.title for item in news.values()])
+    vocabulary = Vocabulary(list(news.values()))
+    users = user_index(train)
     log(f"seed {seed}: {counts['train_impressions']} train impressions ({counts['fake_users']} fake users), "
         f"{counts['dev_impressions']} dev impressions, vocabulary {len(vocabulary)}")
-    samples = {name: training_samples(imps, news, vocabulary, negatives=config.negatives, seed=seed)
+    samples = {name: training_samples(imps, news, vocabulary, negatives=config.negatives, seed=seed, users=users)
                for name, imps in (("poisoned", train), ("clean", clean))}
-    result: dict[str, Any] = {"models": {"nrms": {}}}
-    models = {}
-    for name, sample_set in samples.items():
-        model, checkpoints = _train(sample_set, len(vocabulary), folder / f"model-{name}", config, seed)
-        models[name] = (model, checkpoints)
-        result["models"]["nrms"][name] = _evaluate(model, dev, news, vocabulary, fake_news)
-        log(f"seed {seed}: nrms {name}: dev AUC {result['models']['nrms'][name]['auc']:.3f}, fake ranked first in "
-            f"{result['models']['nrms'][name]['fake_top1']:.1%} of impressions")
-    model, checkpoints = models["poisoned"]
-    result["detection"], rows = _attribute(model, checkpoints, samples["poisoned"], dev, news, vocabulary, fake_news,
-                                           fake_users, folder, config, seed)
-    _write_csv(out / f"influence_seed{seed}.csv", rows)
+    result: dict[str, Any] = {"models": {}, "detection": {}}
+    for model_name in config.models:
+        trained = {}
+        result["models"][model_name] = {}
+        for twin, sample_set in samples.items():
+            model, checkpoints = _train(model_name, sample_set, vocabulary, len(users), folder / f"{model_name}-{twin}",
+                                        config, seed)
+            trained[twin] = (model, checkpoints)
+            m = result["models"][model_name][twin] = _evaluate(model, dev, news, vocabulary, fake_news, users)
+            log(f"seed {seed}: {model_name} {twin}: dev AUC {m['auc']:.3f}, fake rank percentile {m['fake_rank']:.2f}")
+        model, checkpoints = trained["poisoned"]
+        result["detection"][model_name], rows = _attribute(model, checkpoints, samples["poisoned"], dev, news, vocabulary,
+                                                           fake_news, fake_users, folder / model_name, config, seed, users)
+        _write_csv(out / f"influence_seed{seed}_{model_name}.csv", rows)
     atomic_write_json(cached, result)
     return result
 
 
-def _train(samples: Any, vocab_size: int, folder: Path, config: NewsBenchConfig, seed: int) -> tuple[torch.nn.Module, list[Path]]:
+def _train(name: str, samples: Any, vocabulary: Any, n_users: int, folder: Path, config: NewsBenchConfig,
+           seed: int) -> tuple[torch.nn.Module, list[Path]]:
     from attributor.models.training import train
-    from attributor.news.models import NRMS
+    from attributor.news.models import build_recommender
     from attributor.news.task import RecommendationTask
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = NRMS(vocab_size)
+    model = build_recommender(name, vocabulary, users=n_users, seed=seed)
     epochs = np.unique(np.linspace(config.epochs / config.checkpoints, config.epochs, config.checkpoints).round().astype(int))
     checkpoints = train(model, RecommendationTask(), samples, folder, epochs=config.epochs,
                         checkpoint_epochs=[int(e) for e in epochs], lr=config.lr, batch_size=64, seed=seed, progress=False)
@@ -163,12 +174,13 @@ def ranking_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"auc": auc, "mrr": mrr, "ndcg5": ndcg(5), "ndcg10": ndcg(10)}
 
 
-def _evaluate(model: torch.nn.Module, dev: list, news: dict, vocabulary: Any, fake_news: set[str]) -> dict[str, float]:
+def _evaluate(model: torch.nn.Module, dev: list, news: dict, vocabulary: Any, fake_news: set[str],
+              users: dict[str, int]) -> dict[str, float]:
     from attributor.news.models import score_impression
 
     rows, top1, rank = [], [], []
     for imp in dev:
-        scores = score_impression(model, imp, news, vocabulary)
+        scores = score_impression(model, imp, news, vocabulary, users=users)
         labels = np.array(imp.labels)
         rows.append(ranking_metrics(scores, labels))
         fakes = [i for i, c in enumerate(imp.candidates) if c in fake_news]
@@ -185,7 +197,7 @@ def _evaluate(model: torch.nn.Module, dev: list, news: dict, vocabulary: Any, fa
 
 def _attribute(model: torch.nn.Module, checkpoints: list[Path], samples: Any, dev: list, news: dict, vocabulary: Any,
                fake_news: set[str], fake_users: set[str], folder: Path, config: NewsBenchConfig,
-               seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+               seed: int, users: dict[str, int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from attributor.features.featurize import featurize
     from attributor.features.projection import make_projector
     from attributor.methods.trak import TRAK
@@ -196,12 +208,12 @@ def _attribute(model: torch.nn.Module, checkpoints: list[Path], samples: Any, de
     for imp in dev:
         fakes = [i for i, c in enumerate(imp.candidates) if c in fake_news]
         if fakes:
-            scores = score_impression(model, imp, news, vocabulary)
+            scores = score_impression(model, imp, news, vocabulary, users=users)
             ranked.append((float((scores > scores[fakes[0]]).mean()), imp, imp.candidates[fakes[0]]))
     ranked.sort(key=lambda row: row[0])  # the impressions where the fake candidate ranks highest first
     chosen = ranked[: config.queries]
     queries = query_samples([r[1] for r in chosen], [r[2] for r in chosen], news, vocabulary,
-                            negatives=config.negatives, seed=seed)
+                            negatives=config.negatives, seed=seed, users=users)
     task, projector = RecommendationTask(), make_projector("factored", config.proj_dim, seed)
     store_path = folder / "store"
     shutil.rmtree(store_path, ignore_errors=True)
@@ -259,17 +271,23 @@ def _clipped(interval: tuple[float, float, float]) -> tuple[float, float, float]
 
 
 def _summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    models: dict[str, Any] = {"nrms": {}}
-    for twin in ("clean", "poisoned"):
-        keys = per_seed[0]["models"]["nrms"][twin]
-        models["nrms"][twin] = {key: float(np.nanmean([s["models"]["nrms"][twin][key] for s in per_seed])) for key in keys}
-    detection: dict[str, Any] = {}
-    for method in DETECTORS:
-        articles = _clipped(_interval([s["detection"][method]["articles"] for s in per_seed]))
-        users = _clipped(_interval([s["detection"][method]["users"] for s in per_seed]))
-        detection[method] = {"auc": articles[0], "auc_low": articles[1], "auc_high": articles[2],
-                             "users": {"auc": users[0], "auc_low": users[1], "auc_high": users[2]}}
-    return {"seeds": len(per_seed), "models": models, "detection": detection}
+    names = list(per_seed[0]["models"])
+    models: dict[str, Any] = {}
+    for name in names:
+        models[name] = {}
+        for twin in ("clean", "poisoned"):
+            keys = per_seed[0]["models"][name][twin]
+            models[name][twin] = {key: float(np.nanmean([s["models"][name][twin][key] for s in per_seed])) for key in keys}
+    by_model: dict[str, Any] = {}
+    for name in names:
+        by_model[name] = {}
+        for method in DETECTORS:
+            articles = _clipped(_interval([s["detection"][name][method]["articles"] for s in per_seed]))
+            users = _clipped(_interval([s["detection"][name][method]["users"] for s in per_seed]))
+            by_model[name][method] = {"auc": articles[0], "auc_low": articles[1], "auc_high": articles[2],
+                                      "users": {"auc": users[0], "auc_low": users[1], "auc_high": users[2]}}
+    return {"seeds": len(per_seed), "models": models, "detection": by_model[names[0]], "detection_model": names[0],
+            "detection_by_model": by_model}
 
 
 def _claim(out: Path, config: NewsBenchConfig, overwrite: bool) -> None:
@@ -300,18 +318,21 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def _write_md(out: Path, metrics: dict[str, Any], config: NewsBenchConfig) -> None:
     lines = ["# News recommender bench: fake-news poisoning and TRAK", "",
              f"{metrics['seeds']} seeds; {config.users} users ({config.poison:.0%} more fake users), {config.news} "
-             f"articles + {config.fake_news} fake; NRMS trained {config.epochs} epochs ({config.checkpoints} "
+             f"articles + {config.fake_news} fake; models trained {config.epochs} epochs ({config.checkpoints} "
              f"checkpoints in the TRAK ensemble, k = {config.proj_dim}); {config.queries} queries per seed.", "",
              "## Ranking on the dev impressions of genuine users", "",
-             "| training | AUC | MRR | nDCG@5 | nDCG@10 | fake ranked first | fake rank percentile |", "|---|---|---|---|---|---|---|"]
-    for twin in ("clean", "poisoned"):
-        m = metrics["models"]["nrms"][twin]
-        lines.append(f"| {twin} | {m['auc']:.3f} | {m['mrr']:.3f} | {m['ndcg5']:.3f} | {m['ndcg10']:.3f} | "
-                     f"{m['fake_top1']:.3f} | {m['fake_rank']:.3f} |")
+             "| model | training | AUC | MRR | nDCG@5 | nDCG@10 | fake ranked first | fake rank percentile |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, twins in metrics["models"].items():
+        for twin in ("clean", "poisoned"):
+            m = twins[twin]
+            lines.append(f"| {name} | {twin} | {m['auc']:.3f} | {m['mrr']:.3f} | {m['ndcg5']:.3f} | {m['ndcg10']:.3f} | "
+                         f"{m['fake_top1']:.3f} | {m['fake_rank']:.3f} |")
     lines += ["", "## Detection of the poison (ROC AUC, mean [95% t-interval] over seeds)", "",
-              "| method | fake articles | fake users |", "|---|---|---|"]
-    for method, d in metrics["detection"].items():
-        u = d["users"]
-        lines.append(f"| {method} | {d['auc']:.3f} [{d['auc_low']:.3f}, {d['auc_high']:.3f}] | "
-                     f"{u['auc']:.3f} [{u['auc_low']:.3f}, {u['auc_high']:.3f}] |")
+              "| model | method | fake articles | fake users |", "|---|---|---|---|"]
+    for name, detection in metrics["detection_by_model"].items():
+        for method, d in detection.items():
+            u = d["users"]
+            lines.append(f"| {name} | {method} | {d['auc']:.3f} [{d['auc_low']:.3f}, {d['auc_high']:.3f}] | "
+                         f"{u['auc']:.3f} [{u['auc_low']:.3f}, {u['auc_high']:.3f}] |")
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")

@@ -40,8 +40,8 @@ class RecommendationTask(Task, key="recommendation"):
     def _scores(self, model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(batch, Mapping):
             raise DataError(f"a recommendation batch is a mapping with keys {list(_KEYS)}; got {type(batch).__name__}")
-        scores = model(history=batch["history"], history_mask=batch["history_mask"], candidates=batch["candidates"])
-        return scores, batch["label"]
+        inputs = {key: value for key, value in batch.items() if key != "label"}  # history, history_mask, candidates, user?
+        return model(**inputs), batch["label"]
 
     def train_loss(self, model: Any, batch: Any) -> torch.Tensor:
         scores, label = self._scores(model, batch)
