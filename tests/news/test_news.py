@@ -95,3 +95,22 @@ def test_bench_quick_writes_metrics(tmp_path, capsys):
     assert rows[0].startswith("sample,user,news,impression,fake_user,fake_news,influence")
     assert main(["news", "bench", "--out", str(out), "--quick", "--seeds", "3"]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_a_users_own_mind_folder_runs_through_the_bench(tmp_path, capsys):
+    """A MIND folder without the clean twin or fake users: one training per model, article detection only."""
+    import shutil
+
+    from attributor.news.synthetic import generate_mind
+
+    generate_mind(tmp_path / "mine", seed=3, users=50, news=80, fake_news=4, poison=0.2)
+    shutil.rmtree(tmp_path / "mine" / "clean")
+    (tmp_path / "mine" / "fake_users.tsv").unlink()
+    out = tmp_path / "bench"
+    assert main(["news", "bench", "--out", str(out), "--quick", "--seeds", "1", "--data", str(tmp_path / "mine"), "-q"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["models"]["nrms"]) == {"poisoned"}
+    assert 0 <= metrics["detection"]["trak"]["auc"] <= 1
+    (tmp_path / "empty").mkdir()
+    assert main(["news", "bench", "--out", str(tmp_path / "b2"), "--quick", "--data", str(tmp_path / "empty")]) == 2
+    assert "lacks train/news.tsv" in capsys.readouterr().err

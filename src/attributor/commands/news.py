@@ -23,22 +23,28 @@ def bench(out: Path = typer.Option(..., "--out", "-o", help="Output directory (m
           quick: bool = typer.Option(False, "--quick", help="A small run (2 seeds, 80 users), for tests."),
           seeds: Optional[int] = typer.Option(None, "--seeds", help="Independent datasets and trainings (default 3)."),
           poison: Optional[float] = typer.Option(None, "--poison", help="Fake users as a fraction of the genuine ones (default 0.1)."),
+          data: Optional[Path] = typer.Option(None, "--data", help="Your own MIND folder (train/, dev/, fake_news.tsv; optional fake_users.tsv and clean/train/) instead of the synthetic data."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run in --out made with other settings."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages.")) -> None:
     """Train NRMS, NAML and LSTUR clean and poisoned, attribute fake-news rankings with TRAK, detect fake articles and users."""
     from attributor.news.bench import NewsBenchConfig, run_news_bench
 
-    overrides = {k: v for k, v in (("seeds", seeds), ("poison", poison)) if v is not None}
+    overrides = {k: v for k, v in (("seeds", seeds), ("poison", poison), ("data", None if data is None else str(data)))
+                 if v is not None}
     config = (NewsBenchConfig.quick if quick else NewsBenchConfig)(**overrides)
     metrics = run_news_bench(out, config, overwrite=overwrite,
                              log=(lambda message: None) if quiet else (lambda message: typer.echo(message, err=True)))
     typer.echo(f"{out / 'metrics.json'}, {out / 'results.md'}")
     for name, twins in metrics["models"].items():
-        clean, poisoned = twins["clean"], twins["poisoned"]
+        poisoned, clean = twins["poisoned"], twins.get("clean")
         trak = metrics["detection_by_model"][name]["trak"]
-        typer.echo(f"  {name}: dev AUC clean {clean['auc']:.3f} / poisoned {poisoned['auc']:.3f}; fake rank percentile "
-                   f"{clean['fake_rank']:.2f} -> {poisoned['fake_rank']:.2f}; TRAK detection AUC articles "
-                   f"{trak['auc']:.3f}, users {trak['users']['auc']:.3f}")
+        def f(value: object) -> str:
+            return "n/a" if value is None else f"{value:.3f}"
+
+        before = f"clean {f(clean['auc'])} / " if clean else ""
+        exposure = f"{f(clean['fake_rank'])} -> " if clean else ""
+        typer.echo(f"  {name}: dev AUC {before}{'poisoned' if clean else 'trained'} {f(poisoned['auc'])}; fake rank percentile {exposure}"
+                   f"{f(poisoned['fake_rank'])}; TRAK detection AUC articles {f(trak['auc'])}, users {f(trak['users']['auc'])}")
 
 
 @app.command()

@@ -61,6 +61,7 @@ class NewsBenchConfig:
     queries: int = 60
     negatives: int = 4
     models: tuple[str, ...] = ("nrms", "naml", "lstur")
+    data: str | None = None
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -74,6 +75,14 @@ class NewsBenchConfig:
         if not 0 < self.poison < 1:
             raise ConfigError(f"news bench poison must be in (0, 1), got {self.poison!r}")
         from attributor.news.models import MODELS
+
+        if self.data is not None:
+            folder = Path(self.data)
+            for needed in ("train/news.tsv", "train/behaviors.tsv", "dev/behaviors.tsv", "fake_news.tsv"):
+                if not (folder / needed).is_file():
+                    raise ConfigError(f"--data {folder} lacks {needed}: a MIND folder needs train/ and dev/ "
+                                      "(news.tsv, behaviors.tsv) and fake_news.tsv, the news ids whose exposure to explain")
+            self.data = str(folder.resolve())
 
         self.models = tuple(self.models)
         unknown = [m for m in self.models if m not in MODELS]
@@ -97,7 +106,7 @@ def run_news_bench(out: str | Path, config: NewsBenchConfig | None = None, *, ov
         per_seed = [_run_seed(out, config, seed, log) for seed in range(config.seeds)]
     finally:
         torch.set_num_threads(previous)
-    metrics = _summarise(per_seed)
+    metrics = _json_safe(_summarise(per_seed))
     atomic_write_json(out / "metrics.json", metrics)
     _write_md(out, metrics, config)
     return metrics
@@ -112,20 +121,31 @@ def _run_seed(out: Path, config: NewsBenchConfig, seed: int, log: Callable[[str]
     if cached.is_file():
         return json.loads(cached.read_text())
     folder = out / "work" / f"seed{seed}"
-    counts = generate_mind(folder / "data", seed=seed, users=config.users, news=config.news, fake_news=config.fake_news,
-                           poison=config.poison)
-    news = read_news(folder / "data" / "train" / "news.tsv")
-    train = read_behaviors(folder / "data" / "train" / "behaviors.tsv", news)
-    clean = read_behaviors(folder / "data" / "clean" / "train" / "behaviors.tsv", news)
-    dev = read_behaviors(folder / "data" / "dev" / "behaviors.tsv", news)
-    fake_news = set((folder / "data" / "fake_news.tsv").read_text().split())
-    fake_users = set((folder / "data" / "fake_users.tsv").read_text().split())
+    if config.data is None:
+        generate_mind(folder / "data", seed=seed, users=config.users, news=config.news, fake_news=config.fake_news,
+                      poison=config.poison)
+        data, unknown = folder / "data", "error"
+    else:  # the user's MIND folder; seeds are training seeds
+        data, unknown = Path(config.data), "drop"
+    news = read_news(data / "train" / "news.tsv")
+    if (data / "dev" / "news.tsv").is_file():  # MIND ships one news.tsv per split
+        news = {**read_news(data / "dev" / "news.tsv"), **news}
+    train = read_behaviors(data / "train" / "behaviors.tsv", news, unknown=unknown)
+    twins = {"poisoned": train}
+    if (data / "clean" / "train" / "behaviors.tsv").is_file():
+        twins["clean"] = read_behaviors(data / "clean" / "train" / "behaviors.tsv", news, unknown=unknown)
+    dev = read_behaviors(data / "dev" / "behaviors.tsv", news, unknown=unknown)
+    fake_news = set((data / "fake_news.tsv").read_text().split())
+    fake_users = set((data / "fake_users.tsv").read_text().split()) if (data / "fake_users.tsv").is_file() else set()
+    missing = fake_news - set(news)
+    if missing:
+        raise ConfigError(f"{data / 'fake_news.tsv'} lists news ids that are not in news.tsv: {sorted(missing)[:5]}")
     vocabulary = Vocabulary(list(news.values()))
     users = user_index(train)
-    log(f"seed {seed}: {counts['train_impressions']} train impressions ({counts['fake_users']} fake users), "
-        f"{counts['dev_impressions']} dev impressions, vocabulary {len(vocabulary)}")
+    log(f"seed {seed}: {len(train)} train impressions ({len({i.user for i in train} & fake_users)} fake users), "
+        f"{len(dev)} dev impressions, vocabulary {len(vocabulary)}")
     samples = {name: training_samples(imps, news, vocabulary, negatives=config.negatives, seed=seed, users=users)
-               for name, imps in (("poisoned", train), ("clean", clean))}
+               for name, imps in twins.items()}
     result: dict[str, Any] = {"models": {}, "detection": {}}
     for model_name in config.models:
         trained = {}
@@ -140,8 +160,8 @@ def _run_seed(out: Path, config: NewsBenchConfig, seed: int, log: Callable[[str]
         result["detection"][model_name], rows = _attribute(model, checkpoints, samples["poisoned"], dev, news, vocabulary,
                                                            fake_news, fake_users, folder / model_name, config, seed, users)
         _write_csv(out / f"influence_seed{seed}_{model_name}.csv", rows)
-    atomic_write_json(cached, result)
-    return result
+    atomic_write_json(cached, _json_safe(result))
+    return _json_safe(result)
 
 
 def _train(name: str, samples: Any, vocabulary: Any, n_users: int, folder: Path, config: NewsBenchConfig,
@@ -264,6 +284,21 @@ def _interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None (JSON has no NaN: "not measured", e.g. no fake users given)."""
+    if isinstance(value, dict):
+        return {key: _json_safe(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def _clipped(interval: tuple[float, float, float]) -> tuple[float, float, float]:
     """An AUC interval clipped to [0, 1] (a t-interval over few seeds can leave it)."""
     mean, low, high = interval
@@ -275,15 +310,16 @@ def _summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     models: dict[str, Any] = {}
     for name in names:
         models[name] = {}
-        for twin in ("clean", "poisoned"):
+        for twin in per_seed[0]["models"][name]:
             keys = per_seed[0]["models"][name][twin]
-            models[name][twin] = {key: float(np.nanmean([s["models"][name][twin][key] for s in per_seed])) for key in keys}
+            models[name][twin] = {key: float(np.nanmean([_nan(s["models"][name][twin][key]) for s in per_seed]))
+                                  for key in keys}
     by_model: dict[str, Any] = {}
     for name in names:
         by_model[name] = {}
         for method in DETECTORS:
-            articles = _clipped(_interval([s["detection"][name][method]["articles"] for s in per_seed]))
-            users = _clipped(_interval([s["detection"][name][method]["users"] for s in per_seed]))
+            articles = _clipped(_interval([_nan(s["detection"][name][method]["articles"]) for s in per_seed]))
+            users = _clipped(_interval([_nan(s["detection"][name][method]["users"]) for s in per_seed]))
             by_model[name][method] = {"auc": articles[0], "auc_low": articles[1], "auc_high": articles[2],
                                       "users": {"auc": users[0], "auc_low": users[1], "auc_high": users[2]}}
     return {"seeds": len(per_seed), "models": models, "detection": by_model[names[0]], "detection_model": names[0],
@@ -315,6 +351,10 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def _f(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _write_md(out: Path, metrics: dict[str, Any], config: NewsBenchConfig) -> None:
     lines = ["# News recommender bench: fake-news poisoning and TRAK", "",
              f"{metrics['seeds']} seeds; {config.users} users ({config.poison:.0%} more fake users), {config.news} "
@@ -324,15 +364,15 @@ def _write_md(out: Path, metrics: dict[str, Any], config: NewsBenchConfig) -> No
              "| model | training | AUC | MRR | nDCG@5 | nDCG@10 | fake ranked first | fake rank percentile |",
              "|---|---|---|---|---|---|---|---|"]
     for name, twins in metrics["models"].items():
-        for twin in ("clean", "poisoned"):
+        for twin in twins:
             m = twins[twin]
-            lines.append(f"| {name} | {twin} | {m['auc']:.3f} | {m['mrr']:.3f} | {m['ndcg5']:.3f} | {m['ndcg10']:.3f} | "
-                         f"{m['fake_top1']:.3f} | {m['fake_rank']:.3f} |")
+            lines.append(f"| {name} | {twin} | {_f(m['auc'])} | {_f(m['mrr'])} | {_f(m['ndcg5'])} | {_f(m['ndcg10'])} | "
+                         f"{_f(m['fake_top1'])} | {_f(m['fake_rank'])} |")
     lines += ["", "## Detection of the poison (ROC AUC, mean [95% t-interval] over seeds)", "",
               "| model | method | fake articles | fake users |", "|---|---|---|---|"]
     for name, detection in metrics["detection_by_model"].items():
         for method, d in detection.items():
             u = d["users"]
-            lines.append(f"| {name} | {method} | {d['auc']:.3f} [{d['auc_low']:.3f}, {d['auc_high']:.3f}] | "
-                         f"{u['auc']:.3f} [{u['auc_low']:.3f}, {u['auc_high']:.3f}] |")
+            lines.append(f"| {name} | {method} | {_f(d['auc'])} [{_f(d['auc_low'])}, {_f(d['auc_high'])}] | "
+                         f"{_f(u['auc'])} [{_f(u['auc_low'])}, {_f(u['auc_high'])}] |")
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
