@@ -91,6 +91,8 @@ def test_bench_quick_writes_metrics(tmp_path, capsys):
         d = metrics["detection"][method]
         assert d["auc_low"] <= d["auc"] <= d["auc_high"] and set(d["users"]) == {"auc", "auc_low", "auc_high"}
     assert metrics["detection"]["trak"]["users"]["auc"] > 0.8  # the fake users' clicks push the fake articles
+    report = (out / "report.html").read_text()
+    assert "Which training clicks pushed fake news" in report and "data:image/png;base64" in report
     rows = (out / "influence_seed0_nrms.csv").read_text().splitlines()
     assert rows[0].startswith("sample,user,news,impression,fake_user,fake_news,influence")
     assert main(["news", "bench", "--out", str(out), "--quick", "--seeds", "3"]) == 2

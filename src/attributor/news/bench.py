@@ -17,7 +17,9 @@ Per seed (:func:`attributor.news.synthetic.generate_mind`, poisoned and clean tw
    ``popularity`` (click counts), ``loss`` (the final model's mean training loss) and
    ``self-influence`` (TRAK's, mean over the item's samples).
 
-Steps 2-3 run for every model; ``detection`` reports the first model of ``models`` (NRMS
+OUT/report.html shows the tables, the distribution of the aggregated TRAK scores of fake
+and genuine users, and the training samples that pushed the fake articles up most (first
+seed, first model). Steps 2-3 run for every model; ``detection`` reports the first model of ``models`` (NRMS
 by default) and ``detection_by_model`` every one. AUCs are averaged over seeds with a 95%
 t-interval. Writes OUT/metrics.json
 (``models.{MODEL}.{clean,poisoned}.{auc,mrr,ndcg5,ndcg10,fake_top1,fake_rank}``,
@@ -109,6 +111,7 @@ def run_news_bench(out: str | Path, config: NewsBenchConfig | None = None, *, ov
     metrics = _json_safe(_summarise(per_seed))
     atomic_write_json(out / "metrics.json", metrics)
     _write_md(out, metrics, config)
+    _write_report(out, metrics, config)
     return metrics
 
 
@@ -376,3 +379,42 @@ def _write_md(out: Path, metrics: dict[str, Any], config: NewsBenchConfig) -> No
             lines.append(f"| {name} | {method} | {_f(d['auc'])} [{_f(d['auc_low'])}, {_f(d['auc_high'])}] | "
                          f"{_f(u['auc'])} [{_f(u['auc_low'])}, {_f(u['auc_high'])}] |")
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+
+
+def _write_report(out: Path, metrics: dict[str, Any], config: NewsBenchConfig) -> None:
+    """report.html: the ranking and detection tables, a plot of per-user influence, the samples that pushed most."""
+    from attributor.reports.document import Section, Table
+    from attributor.reports.html import write_html_report
+    from attributor.reports.plots import plot_self_influence_by_group
+
+    name = metrics["detection_model"]
+    with (out / f"influence_seed0_{name}.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    per_user: dict[str, float] = {}
+    fake_user: dict[str, bool] = {}
+    for r in rows:
+        per_user[r["user"]] = per_user.get(r["user"], 0.0) + float(r["influence"])
+        fake_user[r["user"]] = r["fake_user"] == "1"
+    users = sorted(per_user)
+    plot = plot_self_influence_by_group(np.array([per_user[u] for u in users]),
+                                        ["fake user" if fake_user[u] else "genuine user" for u in users],
+                                        out / "user_influence.png", title=f"Summed TRAK score per user ({name}, seed 0)",
+                                        xlabel="summed TRAK score of the user's training samples")
+    top = sorted(rows, key=lambda r: -float(r["influence"]))[:15]
+    pushed = Table("Training samples that pushed the fake articles up most (seed 0)",
+                   ["sample", "user", "clicked news", "fake user", "fake news", "TRAK score"],
+                   [[r["sample"], r["user"], r["news"], r["fake_user"], r["fake_news"], float(r["influence"])] for r in top])
+    ranking = Table("Ranking on the dev impressions of genuine users",
+                    ["model", "training", "AUC", "MRR", "nDCG@5", "nDCG@10", "fake ranked first", "fake rank percentile"],
+                    [[m, t, v["auc"], v["mrr"], v["ndcg5"], v["ndcg10"], v["fake_top1"], v["fake_rank"]]
+                     for m, twins in metrics["models"].items() for t, v in twins.items()])
+    detection = Table("Detection of the poison: ROC AUC [95% t-interval over seeds]",
+                      ["model", "method", "fake articles", "fake users"],
+                      [[m, method, f"{_f(d['auc'])} [{_f(d['auc_low'])}, {_f(d['auc_high'])}]",
+                        f"{_f(d['users']['auc'])} [{_f(d['users']['auc_low'])}, {_f(d['users']['auc_high'])}]"]
+                       for m, methods in metrics["detection_by_model"].items() for method, d in methods.items()])
+    sections = [Section("Ranking", f"{metrics['seeds']} seeds; clean = without the fake users' impressions.", tables=[ranking]),
+                Section("Detection", "Scores are summed over each article's or user's training samples.", tables=[detection]),
+                Section("Which training clicks pushed fake news", "Positive = the sample raises the fake candidate's "
+                        "margin in the queried users' impressions (mean over queries).", images=[plot], tables=[pushed])]
+    write_html_report(out / "report.html", "News recommender bench", sections)

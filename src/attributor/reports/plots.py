@@ -35,7 +35,8 @@ _RELATIONS = ("same-class", "other-class")
 
 
 def plot_self_influence_by_group(
-    values: np.ndarray, groups: Sequence[str], path: PathLike, title: str = "Self-influence by group"
+    values: np.ndarray, groups: Sequence[str], path: PathLike, title: str = "Self-influence by group",
+    xlabel: str = "self-influence",
 ) -> Path:
     """Overlaid, density-normalised histograms of self-influence per group.
 
@@ -69,7 +70,7 @@ def plot_self_influence_by_group(
         ax.stairs(density, edges, color=colors(i % 10), linewidth=1.2, label=f"{name} (n={part.size})")
     if log:
         ax.set_xscale("log")
-    ax.set_xlabel("self-influence" + (" (log scale)" if log else ""))
+    ax.set_xlabel(xlabel + (" (log scale)" if log else ""))
     ax.set_ylabel("density" + (" per log10 unit" if log else ""))
     ax.set_title(title)
     ax.legend(frameon=False)
