@@ -160,3 +160,16 @@ def test_cli_fingerprint_refusals(tmp_path, capsys):
     code, _, err = run(capsys, "gif", "fingerprint", "--data", data, "--text", "txt", "--out", tmp_path / "c")
     assert code == 2 and "column 'txt'" in err
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--param", "dim=-3"], "dim must be a positive integer"),
+    (["--param", "beta=-1"], "beta must be a finite number"),
+    (["--index", "annoy"], "unknown index kind 'annoy'"),
+])
+def test_cli_bad_fingerprint_settings_write_nothing(tmp_path, capsys, extra, message):
+    data = tmp_path / "d.csv"
+    data.write_text("text\nhello world\nanother line\n")
+    code, _, err = run(capsys, "gif", "fingerprint", "--data", data, "--out", tmp_path / "c", "-q", *extra)
+    assert code == 2 and message in err
+    assert not (tmp_path / "c").exists()

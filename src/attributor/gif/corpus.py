@@ -96,6 +96,11 @@ def fingerprint_corpus(items: Sequence[Any], out: str | os.PathLike[str], finger
     elif fingerprinter_args:
         raise ConfigError("give fingerprinter arguments to the instance, not to fingerprint_corpus")
     requested = {"key": fingerprinter.key, "args": _json_args(fingerprinter)}
+    fingerprinter.validate()  # bad arguments are refused before anything is written
+    if index is not None:
+        from attributor.index.kinds import IndexKind
+
+        IndexKind.lookup(index)
 
     if out.exists() and not out.is_dir():
         raise StoreError(f"{out} is a file; give a folder for the corpus")

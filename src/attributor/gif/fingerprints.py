@@ -87,6 +87,7 @@ class Fingerprinter(Registered, kind="fingerprinter"):
     def fit(self, items: Sequence[Any], labels: Sequence[int] | None = None) -> "Fingerprinter":
         if not len(items):
             raise DataError(f"fingerprinter {self.key!r} needs at least one item to fit")
+        self.validate()
         self._fit(list(items), labels)
         self.fitted_ = True
         return self
@@ -156,6 +157,9 @@ class Fingerprinter(Registered, kind="fingerprinter"):
             (tmp / SPEC_FILE).write_text(json.dumps({"format": "attributor-fingerprinter", "key": self.key,
                                                      "args": args, "spec": self.spec()}, indent=2))
         return folder
+
+    def validate(self) -> None:
+        """Check the arguments (ConfigError) without computing anything; ``fit`` calls it first."""
 
     def _fit(self, items: list[Any], labels: Sequence[int] | None) -> None:
         """Learn from ``items`` (and ``labels``); default: nothing to learn."""
@@ -265,11 +269,20 @@ class ProbeGradientFingerprinter(Fingerprinter, key="probe-gradient"):
                 "lr": self.lr, "epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
                 "embedding": EmbeddingFingerprinter(self.model_path)._params()}
 
-    def _fit(self, items: list[Any], labels: Sequence[int] | None) -> None:
+    def validate(self) -> None:
         for name in ("dim", "n_clusters", "hidden", "epochs", "batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"probe-gradient {name} must be a positive integer, got {value!r}")
+        for name in ("dropout", "lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+                raise ConfigError(f"probe-gradient {name} must be a finite number >= 0, got {value!r}")
+        if self.dropout >= 1:
+            raise ConfigError(f"probe-gradient dropout must be below 1, got {self.dropout!r}")
+
+    def _fit(self, items: list[Any], labels: Sequence[int] | None) -> None:
+        self.validate()
         self.embedder_ = EmbeddingFingerprinter(self.model_path).fit(items)
         embeddings = self.embedder_.transform(items)
         self.fit_embeddings(embeddings, labels)
@@ -372,13 +385,17 @@ class GifFingerprinter(Fingerprinter, key="gif"):
     def _params(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "beta": self.beta, **self._probe()._params()}
 
-    def _fit(self, items: list[Any], labels: Sequence[int] | None) -> None:
+    def validate(self) -> None:
         for name in ("alpha", "beta"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
                 raise ConfigError(f"gif {name} must be a finite number >= 0, got {value!r}")
         if self.alpha == 0 and self.beta == 0:
             raise ConfigError("gif alpha and beta are both 0: give at least one part a positive weight")
+        self._probe().validate()
+
+    def _fit(self, items: list[Any], labels: Sequence[int] | None) -> None:
+        self.validate()
         self.probe_ = self._probe().fit(items, labels)
         self.labels_ = self.probe_.labels_
         self.dim_ = self.probe_.embedder_.dim_ + self.dim
