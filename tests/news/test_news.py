@@ -116,3 +116,24 @@ def test_a_users_own_mind_folder_runs_through_the_bench(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["news", "bench", "--out", str(tmp_path / "b2"), "--quick", "--data", str(tmp_path / "empty")]) == 2
     assert "lacks train/news.tsv" in capsys.readouterr().err
+
+
+def test_traker_backend_agrees_with_ours(tmp_path):
+    """The traker library on the same checkpoints, Task margin and Q ranks the training samples like our TRAK."""
+    import csv
+
+    from scipy.stats import spearmanr
+
+    from attributor.news.bench import NewsBenchConfig, run_news_bench
+
+    columns = {}
+    for backend in ("attributor", "traker"):
+        config = NewsBenchConfig.quick(seeds=1, models=("nrms",), backend=backend)
+        run_news_bench(tmp_path / backend, config)
+        with (tmp_path / backend / "influence_seed0_nrms.csv").open() as handle:
+            columns[backend] = np.array([float(r["influence"]) for r in csv.DictReader(handle)])
+    ours, theirs = columns["attributor"], columns["traker"]
+    # different projections (factored vs dense gaussian, k = 128) and ridges: the same ranking up to projection noise
+    assert spearmanr(ours, theirs).statistic > 0.3
+    top = max(10, len(ours) // 20)
+    assert len(set(np.argsort(-ours)[:top]) & set(np.argsort(-theirs)[:top])) / top > 0.5

@@ -24,13 +24,14 @@ def bench(out: Path = typer.Option(..., "--out", "-o", help="Output directory (m
           seeds: Optional[int] = typer.Option(None, "--seeds", help="Independent datasets and trainings (default 3)."),
           poison: Optional[float] = typer.Option(None, "--poison", help="Fake users as a fraction of the genuine ones (default 0.1)."),
           data: Optional[Path] = typer.Option(None, "--data", help="Your own MIND folder (train/, dev/, fake_news.tsv; optional fake_users.tsv and clean/train/) instead of the synthetic data."),
+          backend: str = typer.Option("attributor", "--backend", help="attributor (ours) or traker (the traker library, same checkpoints and Task)."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run in --out made with other settings."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages.")) -> None:
     """Train NRMS, NAML and LSTUR clean and poisoned, attribute fake-news rankings with TRAK, detect fake articles and users."""
     from attributor.news.bench import NewsBenchConfig, run_news_bench
 
-    overrides = {k: v for k, v in (("seeds", seeds), ("poison", poison), ("data", None if data is None else str(data)))
-                 if v is not None}
+    overrides = {k: v for k, v in (("seeds", seeds), ("poison", poison), ("data", None if data is None else str(data)),
+                                   ("backend", backend)) if v is not None}
     config = (NewsBenchConfig.quick if quick else NewsBenchConfig)(**overrides)
     metrics = run_news_bench(out, config, overwrite=overwrite,
                              log=(lambda message: None) if quiet else (lambda message: typer.echo(message, err=True)))

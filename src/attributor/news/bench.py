@@ -64,6 +64,7 @@ class NewsBenchConfig:
     negatives: int = 4
     models: tuple[str, ...] = ("nrms", "naml", "lstur")
     data: str | None = None
+    backend: str = "attributor"
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -78,6 +79,8 @@ class NewsBenchConfig:
             raise ConfigError(f"news bench poison must be in (0, 1), got {self.poison!r}")
         from attributor.news.models import MODELS
 
+        if self.backend not in ("attributor", "traker"):
+            raise ConfigError(f"news bench backend must be attributor or traker, got {self.backend!r}")
         if self.data is not None:
             folder = Path(self.data)
             for needed in ("train/news.tsv", "train/behaviors.tsv", "dev/behaviors.tsv", "fake_news.tsv"):
@@ -238,14 +241,17 @@ def _attribute(model: torch.nn.Module, checkpoints: list[Path], samples: Any, de
     queries = query_samples([r[1] for r in chosen], [r[2] for r in chosen], news, vocabulary,
                             negatives=config.negatives, seed=seed, users=users)
     task, projector = RecommendationTask(), make_projector("factored", config.proj_dim, seed)
-    store_path = folder / "store"
-    shutil.rmtree(store_path, ignore_errors=True)
-    for split, data in (("train", samples), ("queries", queries)):
-        store = featurize(model, task, data, checkpoints, store_path, projector, split=split, chunk_size=512,
-                          batch_size=32, progress=False)
-    trak = TRAK().fit(store)
-    influence = trak.score("queries", dense=True, topk=1).values.mean(axis=0)
-    self_influence = trak.self_influence()
+    if config.backend == "traker":
+        influence, self_influence = _traker_scores(model, checkpoints, samples, queries, folder, config, seed)
+    else:
+        store_path = folder / "store"
+        shutil.rmtree(store_path, ignore_errors=True)
+        for split, data in (("train", samples), ("queries", queries)):
+            store = featurize(model, task, data, checkpoints, store_path, projector, split=split, chunk_size=512,
+                              batch_size=32, progress=False)
+        trak = TRAK().fit(store)
+        influence = trak.score("queries", dense=True, topk=1).values.mean(axis=0)
+        self_influence = trak.self_influence()
     with torch.no_grad():
         losses = task.train_loss(model, samples.batch()).numpy()
     rows = [{"sample": i, "user": u, "news": n, "impression": imp, "fake_user": int(u in fake_users),
@@ -266,6 +272,71 @@ def _attribute(model: torch.nn.Module, checkpoints: list[Path], samples: Any, de
         for method, values in scores.items():
             detection.setdefault(method, {})[level] = _auc(labels, values)
     return detection, rows
+
+
+def _traker_scores(model: torch.nn.Module, checkpoints: list[Path], samples: Any, queries: Any, folder: Path,
+                   config: NewsBenchConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same attribution through the traker library (``backend="traker"``): its TRAKer with a
+    model output for recommendation (the same margin and Q as :class:`RecommendationTask`), its
+    dense gaussian projector at the same k, the same checkpoints; traker's default ridge (0)."""
+    import logging
+
+    from trak import TRAKer
+    from trak.modelout_functions import AbstractModelOutput
+    from trak.projectors import BasicProjector, ProjectionType
+
+    from attributor.models.checkpoints import load_checkpoint
+    from attributor.tasks.classification import margin, one_minus_p
+
+    class RecommendationOutput(AbstractModelOutput):
+        def __init__(self) -> None:
+            pass
+
+        @staticmethod
+        def get_output(model: Any, weights: Any, buffers: Any, history: Any, history_mask: Any, candidates: Any,
+                       user: Any, label: Any) -> torch.Tensor:
+            scores = torch.func.functional_call(model, (weights, buffers), (), {
+                "history": history.unsqueeze(0), "history_mask": history_mask.unsqueeze(0),
+                "candidates": candidates.unsqueeze(0), "user": user.unsqueeze(0)})
+            return margin(scores, label.unsqueeze(0)).sum()
+
+        def get_out_to_loss_grad(self, model: Any, weights: Any, buffers: Any, batch: Any) -> torch.Tensor:
+            history, history_mask, candidates, user, label = batch
+            scores = torch.func.functional_call(model, (weights, buffers), (), {
+                "history": history, "history_mask": history_mask, "candidates": candidates, "user": user})
+            return one_minus_p(scores, label).clone().detach().unsqueeze(-1)
+
+    n_params = sum(p.numel() for p in model.parameters())
+    save_dir = folder / "traker"
+    shutil.rmtree(save_dir, ignore_errors=True)
+    projector = BasicProjector(grad_dim=n_params, proj_dim=config.proj_dim, seed=seed, proj_type=ProjectionType.normal,
+                               device="cpu", dtype=torch.float32)
+    traker = TRAKer(model=model.eval(), task=RecommendationOutput(), train_set_size=len(samples), save_dir=str(save_dir),
+                    device="cpu", projector=projector, use_half_precision=False, logging_level=logging.WARNING)
+    states = [{k: v.clone() for k, v in load_checkpoint(model, path).state_dict().items()} for path in checkpoints]
+
+    def batches(data: Any):
+        for start in range(0, len(data), 32):
+            b = data.batch(slice(start, start + 32))
+            yield (b["history"], b["history_mask"], b["candidates"], b["user"], b["label"])
+
+    for c, state in enumerate(states):
+        traker.load_checkpoint(state, model_id=c)
+        for batch in batches(samples):
+            traker.featurize(batch=batch, num_samples=len(batch[-1]))
+    traker.finalize_features()
+
+    def score(name: str, targets: Any) -> np.ndarray:
+        for c, state in enumerate(states):
+            traker.start_scoring_checkpoint(exp_name=name, checkpoint=state, model_id=c, num_targets=len(targets))
+            for batch in batches(targets):
+                traker.score(batch=batch, num_samples=len(batch[-1]))
+        return np.array(traker.finalize_scores(exp_name=name))  # (n_train, n_targets)
+
+    influence = score("queries", queries).mean(axis=1)
+    self_influence = np.diag(score("self", samples))
+    load_checkpoint(model, checkpoints[-1])
+    return influence, self_influence
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
