@@ -40,9 +40,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview | 
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = str(path)  # a full disk reports no file: name the one being written
         raise
 
 

@@ -8,6 +8,7 @@ stderr and exit status 2; set ATTRIBUTOR_DEBUG=1 to see tracebacks.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -55,6 +56,9 @@ ModelOpt = typer.Option(None, "--model", help="Your model: a local Hugging Face 
 CheckpointOpt = typer.Option(None, "--checkpoint", help="Your checkpoint file, glob or HF folder (repeatable, ensemble order); used as is, never trained.")
 DataOpt = typer.Option(None, "--data", help="Your data file or datasets folder (CSV, TSV, JSONL, Parquet, NPZ, HF datasets).")
 TaskOpt = typer.Option(None, "--task", help="The task: classification, regression, sequence-classification, causal-lm, contrastive, ...")
+ExecutorOpt = typer.Option(None, "--executor", help="Where the work runs: local (processes on this machine) or ray (needs the ray extra of attributor); config key executor.kind.")
+WorkersOpt = typer.Option(None, "--workers", min=1, help="Local processes, or CPUs of the local Ray; featurize runs one shard per worker (executor.workers).")
+RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray); executor.address.")
 
 
 def _open_run(config: Optional[Path], sets: Optional[List[str]], out: Path, overwrite: bool, quiet: bool,
@@ -93,12 +97,16 @@ def featurize(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = Se
               projection: Optional[str] = typer.Option(None, "--projection", help="factored, gaussian (dense), rademacher, sparse or identity."),
               shard: Optional[str] = typer.Option(None, "--shard", help="i/n: featurize only shard i of n (a contiguous range of chunks) into OUT/store-shard-i-of-n; join with `attributor store merge`."),
               model: Optional[str] = ModelOpt, checkpoint: Optional[List[str]] = CheckpointOpt, data: Optional[str] = DataOpt,
-              task: Optional[str] = TaskOpt, overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
+              task: Optional[str] = TaskOpt, executor: Optional[str] = ExecutorOpt, workers: Optional[int] = WorkersOpt,
+              ray_address: Optional[str] = RayAddressOpt, overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
     """Prepare the data, train the checkpoints if needed (not when you give them), and write projected gradient features."""
     shard_spec = _parse_shard(shard) if shard is not None else None
     run = _open_run(config, set_, out, overwrite, quiet, {"featurize.proj_dim": proj_dim, "featurize.projection": projection,
+                                                          **_executor_flags(executor, workers, ray_address),
                                                           **_own(model, checkpoint, data, task)})
-    store = run.store(shard=shard_spec)
+    store = _featurize_on_executor(run, quiet) if shard_spec is None else None
+    if store is None:
+        store = run.store(shard=shard_spec)
     if shard_spec is not None:
         done = {split: int(sum(store.done_mask(split, c).sum() for c in range(store.n_checkpoints)) // store.n_checkpoints)
                 for split in ("train", "test")}
@@ -108,6 +116,26 @@ def featurize(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = Se
         return
     typer.echo(f"features: {store.path} (train {store.split_size('train')}, test {store.split_size('test')}, "
                f"k={store.dim}, {store.n_checkpoints} checkpoints)")
+
+
+def _executor_flags(kind: Optional[str], workers: Optional[int], address: Optional[str]) -> dict[str, Any]:
+    if address is not None and kind is None:
+        kind = "ray"
+    if address is not None and kind != "ray":
+        raise ConfigError(f"--ray-address needs --executor ray (got --executor {kind})")
+    return {"executor.kind": kind, "executor.workers": workers, "executor.address": address}
+
+
+def _featurize_on_executor(run, quiet: bool):
+    """The run's store featurized as shard tasks when its config asks for an executor (else None: serial)."""
+    args = run.config.executor
+    if args.kind == "local" and args.workers == 1 and args.shards is None:
+        return None
+    from attributor.executors import featurize_on_executor, make_executor
+
+    ray_options = {"max_retries": args.max_retries, "num_cpus_per_task": args.cpus_per_task, "num_gpus_per_task": args.gpus_per_task}
+    executor = make_executor(args.kind, args.workers, args.address, **(ray_options if args.kind == "ray" else {}))
+    return featurize_on_executor(run.config, run.out, args.shards or args.workers, executor, progress=not quiet)
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -165,9 +193,17 @@ def report(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOp
 @app.command("run")
 def run_(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, out: Path = OutOpt,
          model: Optional[str] = ModelOpt, checkpoint: Optional[List[str]] = CheckpointOpt, data: Optional[str] = DataOpt,
-         task: Optional[str] = TaskOpt, overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
+         task: Optional[str] = TaskOpt, executor: Optional[str] = ExecutorOpt, workers: Optional[int] = WorkersOpt,
+         ray_address: Optional[str] = RayAddressOpt, overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt) -> None:
     """The whole experiment on your model and data: data, train (unless --checkpoint), featurize, score, report."""
-    run = _open_run(config, set_, out, overwrite, quiet, _own(model, checkpoint, data, task))
+    run = _open_run(config, set_, out, overwrite, quiet, {**_own(model, checkpoint, data, task),
+                                                          **_executor_flags(executor, workers, ray_address)})
+    from attributor.pipelines.run import build_method
+
+    args = run.config.score
+    method = build_method(args.method, args.method_args, damping=args.damping, checkpoints=args.checkpoints)
+    if method.requires_features or method.uses_store_folder:
+        _featurize_on_executor(run, quiet)
     _summary(run.report(), out)
 
 
@@ -197,15 +233,18 @@ def bench(suite: str = typer.Option("quick", "--suite", help="quick (a few minut
           out: Path = typer.Option(Path("runs/bench"), "--out", "-o", help="Output directory (a rerun reuses its caches)."),
           methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods (ours and peers); default: all."),
           peers: bool = typer.Option(True, "--peers/--no-peers", help="Also run traker and dattri (pip install 'attributor[peers]')."),
-          workers: int = typer.Option(1, "--workers", min=1, help="Processes for the retrains."),
+          workers: int = typer.Option(1, "--workers", min=1, help="Processes for the retrains (local), or CPUs of the local Ray."),
+          executor: str = typer.Option("local", "--executor", help="Where the retrains run: local or ray (needs the ray extra of attributor)."),
+          ray_address: Optional[str] = RayAddressOpt,
           projection: str = typer.Option("gaussian", "--projection", help="Projection of our gradient features: gaussian (dense), factored, sparse, rademacher."),
           quiet: bool = QuietOpt) -> None:
     """Measure every method on the bench tasks: LDS, mislabel AUC, LOO, brittleness, time, memory."""
-    from attributor.evaluation.retrain import LocalExecutor
+    from attributor.executors import make_executor
     from attributor.pipelines.bench import run_bench
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    rows = run_bench(suite, out, methods=chosen, peers=peers, executor=LocalExecutor(workers), progress=not quiet, projection=projection,
+    pool = make_executor(executor, workers, ray_address)
+    rows = run_bench(suite, out, methods=chosen, peers=peers, executor=pool, progress=not quiet, projection=projection,
                      log=(lambda message: None) if quiet else (lambda message: typer.echo(message, err=True)))
     typer.echo(f"{len(rows)} rows: {out / 'results.csv'}, {out / 'results.md'}")
 
@@ -218,6 +257,19 @@ def methods() -> None:
     for name in method_names():
         doc = (Method.lookup(name).__doc__ or "").strip().splitlines()
         typer.echo(f"{name:12s} {doc[0] if doc else ''}")
+
+
+#: errno -> what a write hit: the disk is full, the user's quota is used up, or the filesystem's largest file size
+_DISK_LIMITS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EFBIG: "file too large for its filesystem"}
+
+
+def _disk_limit_message(err: OSError) -> str:
+    """One line for a write refused by the disk: what, which file, what to do."""
+    where = f" writing {err.filename}" if err.filename else ""
+    advice = ("write --out to a filesystem that allows larger files" if err.errno == errno.EFBIG
+              else "free space on that disk (or write --out to another one)")
+    return f"{_DISK_LIMITS[err.errno]}{where}: {advice}, then run the command again (finished stages are reused)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug, not bad input: still one line, traceback on request
         if os.environ.get("ATTRIBUTOR_DEBUG"):
             raise
+        if isinstance(err, OSError) and err.errno in _DISK_LIMITS:  # the machine's limit, not a bug: say which file
+            typer.echo(f"error: {_disk_limit_message(err)}", err=True)
+            return 2
         typer.echo(f"internal error: {type(err).__name__}: {err} (set ATTRIBUTOR_DEBUG=1 for the traceback)", err=True)
         return 1
 

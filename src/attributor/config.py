@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from attributor.errors import ConfigError
 
 __all__ = [
-    "DataArgs", "TaskArgs", "ModelArgs", "TrainArgs", "FeaturizeArgs", "ScoreArgs", "ReportArgs", "RunConfig",
+    "DataArgs", "TaskArgs", "ModelArgs", "TrainArgs", "FeaturizeArgs", "ScoreArgs", "ReportArgs", "ExecutorArgs", "RunConfig",
     "load_config", "format_validation_error",
 ]
 
@@ -296,6 +296,28 @@ class ReportArgs(_Args):
     compare: Optional[str] = Field(None, description="another run directory to compare self-influence with")
 
 
+class ExecutorArgs(_Args):
+    """Where the expensive units of work run (featurize shards); results do not depend on it."""
+
+    kind: Literal["local", "ray"] = Field("local", description="local (this machine: in-process, or a pool of "
+                                          "`workers` processes) or ray (Ray tasks; pip install 'attributor[ray]')")
+    workers: int = Field(1, ge=1, description="local processes, or the CPUs of the local Ray started when no address "
+                         "is given; featurize runs one shard per worker")
+    address: Optional[str] = Field(None, description="Ray cluster to join: auto (the `ray start --head` on this machine) "
+                                   "or HOST:PORT; default: start a local Ray")
+    shards: Optional[int] = Field(None, ge=1, description="featurize shards (default: workers); each shard store is written "
+                                  "under the run directory, which must be on a filesystem every worker sees")
+    max_retries: int = Field(2, ge=0, description="retries of a Ray task whose worker died or raised")
+    cpus_per_task: float = Field(1, gt=0, description="CPUs each Ray task requests (and torch threads it runs)")
+    gpus_per_task: float = Field(0, ge=0, description="GPUs each Ray task requests (fractions share a GPU)")
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> "ExecutorArgs":
+        if self.address is not None and self.kind != "ray":
+            raise ValueError("executor.address needs executor.kind=ray")
+        return self
+
+
 class RunConfig(_Args):
     """A whole experiment: data -> train -> featurize -> score -> report."""
 
@@ -318,6 +340,7 @@ class RunConfig(_Args):
     featurize: FeaturizeArgs = Field(default_factory=FeaturizeArgs)
     score: ScoreArgs = Field(default_factory=ScoreArgs)
     report: ReportArgs = Field(default_factory=ReportArgs)
+    executor: ExecutorArgs = Field(default_factory=ExecutorArgs)
 
 
 def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> RunConfig:

@@ -398,3 +398,39 @@ def test_a_new_sqlite_registry_is_private_to_its_owner(tmp_path):
     with Registry(existing) as registry:
         registry.upsert_model(BASE)
     assert stat.S_IMODE(existing.stat().st_mode) == 0o640  # a file the user made keeps the permissions they chose
+
+
+def test_init_by_a_database_owner_without_createrole(provenance_postgres, provenance_pg_database, capsys):
+    """Issue 19, item 6: refused before anything is committed, saying what is missing and what to do."""
+    server, database = provenance_postgres, provenance_pg_database
+    server.ensure_login_role("owner_no_createrole")
+    server.execute(f'ALTER DATABASE "{database}" OWNER TO owner_no_createrole')
+    url = server.url(database, user="owner_no_createrole")
+    roles = {"reader_role": "nocr_reader", "admin_role": "nocr_admin"}
+    with Registry(url, **roles) as registry:
+        with pytest.raises(RegistryPermissionError) as caught:
+            registry.init()
+        text = one_line(caught.value)
+        assert "owner_no_createrole" in text and "CREATEROLE" in text and "nocr_reader" in text
+        assert 'ALTER ROLE "owner_no_createrole" CREATEROLE' in text and "--no-roles" in text
+        assert "run it as the database owner" not in text
+        assert registry.schema_version() == 0  # nothing was committed
+    from attributor import cli
+
+    assert cli.main(["registry", "init", "--url", url, "--reader-role", "nocr_reader", "--admin-role", "nocr_admin"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CREATEROLE" in err and "Traceback" not in err
+    assert server.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'fingerprints'", database) == [(0,)]
+
+    result = CliRunner().invoke(registry_cli.app, ["init", "--no-roles", "--url", url, "--reader-role", "nocr_reader",
+                                                   "--admin-role", "nocr_admin"])
+    assert result.exit_code == 0, result.output
+    assert f"schema version {SCHEMA_VERSION}" in result.output and "no roles" in result.output
+    assert server.execute("SELECT count(*) FROM pg_roles WHERE rolname IN ('nocr_reader', 'nocr_admin')") == [(0,)]
+
+    server.execute('ALTER ROLE "owner_no_createrole" CREATEROLE')  # what the message says a superuser should do
+    with Registry(url, **roles) as registry:
+        assert registry.init() == []
+        registry.put_many([BASE], [])
+    assert server.execute("SELECT rolname FROM pg_roles WHERE rolname IN ('nocr_reader', 'nocr_admin') ORDER BY 1") == [
+        ("nocr_admin",), ("nocr_reader",)]

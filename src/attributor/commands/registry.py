@@ -46,13 +46,18 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 @app.command()
 def init(url: Optional[str] = UrlOpt,
          reader_role: str = typer.Option("attributor_reader", "--reader-role", help="PostgreSQL role that may only read."),
-         admin_role: str = typer.Option("attributor_admin", "--admin-role", help="PostgreSQL role that may also write.")) -> None:
+         admin_role: str = typer.Option("attributor_admin", "--admin-role", help="PostgreSQL role that may also write."),
+         no_roles: bool = typer.Option(False, "--no-roles", help="PostgreSQL: create or upgrade the schema only, no roles "
+                                       "(for an owner without CREATEROLE; run init again with it later).")) -> None:
     """Create or upgrade the schema; on PostgreSQL also the reader and admin roles (run as the database owner)."""
     with _open(url) as registry:
-        applied = registry.init(reader_role=reader_role, admin_role=admin_role)
+        applied = registry.init(reader_role=reader_role, admin_role=admin_role, roles=not no_roles)
         done = f"applied migrations {', '.join(map(str, applied))}" if applied else "already up to date"
         typer.echo(f"registry at {registry.url}: schema version {registry.schema_version()} ({done})")
-        if registry.dialect == "postgresql":
+        if registry.dialect == "postgresql" and no_roles:
+            typer.echo("no roles created or granted (--no-roles): only this role may use the registry until "
+                       "`attributor registry init` is run by a role with CREATEROLE")
+        elif registry.dialect == "postgresql":
             typer.echo(f"roles: {registry.reader_role} (read), {registry.admin_role} (read and write); "
                        f"give them to users with `attributor registry grant USER --role reader|admin`")
         else:

@@ -230,7 +230,7 @@ def load_dataset(
     if name not in DATASETS:
         raise UnknownNameError("dataset", name, list(DATASETS))
     X, y, image_shape = DATASETS[name](Path(path) if path is not None else None)
-    X, y = _validate(np.asarray(X), np.asarray(y), name)
+    X, y = _validate(np.asarray(X), np.asarray(y), name, path)
     classes, y = np.unique(y, return_inverse=True)
     try:
         X_train, X_test, y_train, y_test = train_test_split(
@@ -279,18 +279,28 @@ def data_id(*arrays: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def _validate(X: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _validate(X: np.ndarray, y: np.ndarray, name: str, path: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     if X.ndim != 2:
         raise DataError(f"dataset {name!r}: X must have shape (n, d), got {X.shape}")
     if y.ndim != 1 or len(y) != len(X):
         raise DataError(f"dataset {name!r}: y must have shape ({len(X)},), got {y.shape}")
+    if len(X) == 0:
+        where = f" ({path})" if path is not None else ""
+        raise DataError(f"dataset {name!r}{where} is empty: X and y have 0 rows; give a file with examples")
     if not np.issubdtype(X.dtype, np.number):
         raise DataError(f"dataset {name!r}: X must be numeric, got dtype {X.dtype}")
     if not np.isfinite(X).all():
         bad = np.argwhere(~np.isfinite(X))[0]
         raise DataError(f"dataset {name!r}: X contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise DataError(f"dataset {name!r}: y has a NaN or inf label at row {int(np.flatnonzero(~np.isfinite(y))[0])}")
+        fractional = np.flatnonzero(y != np.round(y))
+        if fractional.size:
+            raise DataError(f"dataset {name!r}: y holds non-integer numbers (e.g. {y[fractional[0]]:g} at row {int(fractional[0])}); "
+                            "classification needs class labels: integers 0..C-1 (or strings)")
     if len(np.unique(y)) < 2:
-        raise DataError(f"dataset {name!r}: needs at least two classes")
+        raise DataError(f"dataset {name!r}: needs at least two classes, y has only {np.unique(y).tolist()}")
     return X.astype(np.float64), y
 
 

@@ -52,6 +52,11 @@ def load_user_data(args: Any, *, task_name: str, tokenizer: Any = None, label2id
     if args.source is not None:
         return _from_entry_point(args, task_name)
     train, test, split = _tables(args)
+    for table, which in ((train, "train"), (test, "test")):
+        if table.n_rows == 0:
+            how = (f"no row of column {args.split_column!r} says {which!r}" if split["kind"] == "column"
+                   else "the file has no data rows")
+            raise DataError(f"{Path(table.source['path']).name}: the {which} split is empty ({how}); both splits need examples")
     kind = target_kind_of(task_name)
     name = Path(args.path or args.train).name
     files = {(t.source["path"], t.source.get("split")): t.source for t in (train, test)}
@@ -232,10 +237,7 @@ def _class_labels(train: np.ndarray, test: np.ndarray, name: str, label2id: dict
     if both.dtype.kind == "f":
         if not np.isfinite(both).all():
             raise DataError(f"label column {name!r} has missing values; fill or drop those rows")
-        if not np.array_equal(both, np.round(both)):
-            raise DataError(f"label column {name!r} holds non-integer numbers; a classification task needs class labels "
-                            "(integers or strings); for numeric targets set task.name: regression")
-        both = both.astype(np.int64)
+        both = _whole_numbers(both, f"label column {name!r}")
     if both.dtype.kind == "b":
         both = both.astype(np.int64)
     if both.dtype.kind in "iu":
@@ -263,6 +265,15 @@ def _class_labels(train: np.ndarray, test: np.ndarray, name: str, label2id: dict
     if len(classes) < 2:
         raise DataError(f"label column {name!r} has a single class; classification needs at least two")
     return indices[: len(train)], indices[len(train):], classes
+
+
+def _whole_numbers(labels: np.ndarray, what: str) -> np.ndarray:
+    """Float class labels as int64 when every one is a whole number; else a DataError naming ``what`` and a value."""
+    fractional = np.flatnonzero(labels != np.round(labels))
+    if fractional.size:
+        raise DataError(f"{what} holds non-integer numbers (e.g. {labels[fractional[0]]:g}); a classification task needs class "
+                        "labels (integers or strings); for numeric targets set task.name: regression")
+    return labels.astype(np.int64)
 
 
 def _file_row(table: Table, row: int) -> int:
@@ -370,6 +381,8 @@ def _from_entry_point(args: Any, task_name: str) -> DatasetSplits:
         kind = "none"
         y_train, y_test = np.full(len(X_train), -1, np.int64), np.full(len(X_test), -1, np.int64)
     kind = kind or ("value" if y_train.dtype.kind == "f" else "class")
+    if kind == "class":
+        y_train, y_test = (_source_class_labels(y, args.source) for y in (y_train, y_test))
     n_classes = int(max(y_train.max(), y_test.max())) + 1 if kind == "class" else 0
     data = DatasetSplits(name=args.source, X_train=X_train, y_train=y_train, y_train_clean=y_train.copy(),
                          flipped=np.zeros(len(y_train), dtype=bool), X_test=X_test, y_test=y_test, n_classes=n_classes,
@@ -378,6 +391,22 @@ def _from_entry_point(args: Any, task_name: str) -> DatasetSplits:
                          source={"entry_point": args.source, "source_args": args.source_args, "split": split,
                                  "preprocessing": [], "corruptions": []})
     return _finish(data, args, task_name)
+
+
+def _source_class_labels(labels: np.ndarray, source: str) -> np.ndarray:
+    """The labels of a data.source as class indices (int64), refused when they are not."""
+    what = f"the labels of data.source {source}"
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all():
+            raise DataError(f"{what} have NaN or inf values; fill or drop those examples")
+        labels = _whole_numbers(labels, what)
+    elif labels.dtype.kind == "b":
+        labels = labels.astype(np.int64)
+    elif labels.dtype.kind not in "iu":
+        raise DataError(f"{what} must be class indices (integers), got dtype {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise DataError(f"{what} have negative labels ({int(labels.min())}); classes must be 0..C-1")
+    return labels.astype(np.int64)
 
 
 def _collate_all(dataset: Dataset, name: str):

@@ -153,6 +153,8 @@ def featurize(
         raise DataError("featurize needs at least one checkpoint")
     if chunk_size < 1 or batch_size < 1:
         raise DataError(f"chunk_size and batch_size must be >= 1 (got {chunk_size}, {batch_size})")
+    if len(dataset) == 0:
+        raise DataError(f"split {split!r} of the dataset is empty (0 examples); featurize needs at least one example")
     featurizer = make_featurizer(model, task, projector)
     settings = store_settings(model, task, checkpoints, projector, dtype=dtype, chunk_size=chunk_size, featurizer=featurizer)
     store = FeatureStore.create(store_path, settings, overwrite=overwrite)
@@ -209,8 +211,9 @@ def _featurize_rows(dataset, featurizer, checkpoint, start, stop, batch_size):
     features, out_to_loss = [], []
     for lo in range(start, stop, batch_size):
         batch = default_collate([dataset[i] for i in range(lo, min(lo + batch_size, stop))])
-        if lo == start:  # the task's cheap checks (keys, dtypes, label ranges), on each chunk's first batch
-            featurizer.task.validate_batch(featurizer.model, batch)
+        # the task's cheap checks (keys, dtypes, label ranges) on every batch: a bad label anywhere gets the
+        # task's message, not a torch indexing error (one extra forward of a single example per batch)
+        featurizer.task.validate_batch(featurizer.model, batch)
         rows, q = featurizer.features_and_out_to_loss(batch, checkpoint)
         features.append(rows)
         out_to_loss.append(q)

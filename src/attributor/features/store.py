@@ -186,14 +186,14 @@ class FeatureStore:
     def done_mask(self, split: str, checkpoint: int) -> np.ndarray:
         """Boolean (n,): which examples of ``split`` have committed features at ``checkpoint``."""
         mask = np.zeros(self.split_size(split), dtype=bool)
-        done = self._split(split)["chunks"][str(checkpoint)]
+        done = self._done(split, checkpoint)
         for index, start, stop in self.chunk_bounds(split):
             if str(index) in done:
                 mask[start:stop] = True
         return mask
 
     def missing_chunks(self, split: str, checkpoint: int) -> list[tuple[int, int, int]]:
-        done = self._split(split)["chunks"][str(checkpoint)]
+        done = self._done(split, checkpoint)
         return [bounds for bounds in self.chunk_bounds(split) if str(bounds[0]) not in done]
 
     def is_complete(self, split: str) -> bool:
@@ -245,15 +245,19 @@ class FeatureStore:
             "features": atomic_save_npy(folder / f"features_{index:06d}.npy", features.astype(self.dtype, copy=False)),
             "out_to_loss": atomic_save_npy(folder / f"out_to_loss_{index:06d}.npy", out_to_loss.astype(q_dtype)),
         }
-        self._split(split)["chunks"][str(checkpoint)][str(index)] = entry
+        self._split(split)["chunks"].setdefault(str(checkpoint), {})[str(index)] = entry
         self.save()
 
     # -- reading ----------------------------------------------------------------------
     def read_chunk(self, split: str, checkpoint: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Memory-mapped ``(features, out_to_loss)`` of one committed chunk, checksums verified."""
-        entry = self._split(split)["chunks"][str(checkpoint)].get(str(index))
+        entry = self._done(split, checkpoint).get(str(index))
         if entry is None:
             raise StoreError(f"chunk {index} of {split!r} at checkpoint {checkpoint} is not featurized yet")
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(n), str) for n in ("features", "out_to_loss")):
+            raise StoreCorruptedError(
+                f"the manifest entry of chunk {index} of split {split!r} at checkpoint {checkpoint} in {self.path / MANIFEST} "
+                f"is malformed; run `attributor store repair {self.path}`, then featurize again")
         folder = self.path / split / f"ckpt{checkpoint:03d}"
         arrays = []
         for name in ("features", "out_to_loss"):
@@ -292,7 +296,11 @@ class FeatureStore:
         """
         for split in self.splits:
             for checkpoint in range(self.n_checkpoints):
-                for index in self._split(split)["chunks"][str(checkpoint)]:
+                for index in self._done(split, checkpoint):
+                    if not index.isdigit():
+                        raise StoreCorruptedError(
+                            f"{self.path / MANIFEST} lists chunk {index!r} of split {split!r} at checkpoint {checkpoint}, "
+                            f"not a chunk index; run `attributor store repair {self.path}`, then featurize again")
                     self.read_chunk(split, checkpoint, int(index))
 
     # -- checking and repairing -------------------------------------------------------
@@ -384,6 +392,10 @@ class FeatureStore:
         """Re-read the manifest from disk, unless this object is the writer (then it is current)."""
         if self._lock_handle is None:
             self._manifest = FeatureStore.open(self.path)._manifest
+
+    def _done(self, split: str, checkpoint: int) -> dict[str, Any]:
+        """The committed chunks of ``split`` at ``checkpoint`` (chunk index -> checksums); a missing entry: none."""
+        return self._split(split)["chunks"].get(str(checkpoint), {})
 
     def _split(self, split: str) -> dict[str, Any]:
         if split not in self._manifest["splits"]:

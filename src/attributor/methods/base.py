@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from attributor.errors import ConfigError, NotFittedError
+from attributor.errors import ConfigError, DataError, NotFittedError
 from attributor.features.store import FeatureStore
 from attributor.progress import progress_bar
 from attributor.registry import Registered
@@ -94,8 +94,13 @@ class Method(Registered, kind="method"):
             raise ConfigError(f"method {self.key!r} needs a TrainingContext (model, task, datasets, checkpoints)")
         if store is not None and self.requires_features:
             store.require_complete(split)
+            if store.split_size(split) == 0:
+                raise DataError(f"method {self.key!r}: split {split!r} is empty in the store {store.path}; "
+                                "featurize a dataset with examples into it")
         if context is not None:
-            context.dataset(split)
+            dataset = context.dataset(split)
+            if hasattr(dataset, "__len__") and len(dataset) == 0:
+                raise DataError(f"method {self.key!r}: split {split!r} is empty in the training context; give it examples")
         self.store_, self.split_, self.context_ = store, split, context
         self._fit()
         return self

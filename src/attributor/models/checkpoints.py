@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -88,10 +89,19 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch.save's zip nor a legacy pickle stream
             raise DataError(f"checkpoint {path} is not a torch.save or safetensors file; give the file your training "
                             "saved with torch.save(model.state_dict(), ...) or save_pretrained")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for bad files
-            raise DataError(f"checkpoint {path} cannot be read as a weights-only state dict: {_load_reason(err)}") from None
+        # torch warns (e.g. about a pickle protocol) before it refuses a file: held back, and shown only if it loads
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # torch raises several types for bad files
+                failure = err
+            else:
+                failure = None
+        if failure is not None:
+            raise DataError(f"checkpoint {path} cannot be read as a weights-only state dict: {_load_reason(failure)}") from None
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return _unwrap(state, path)
 
 

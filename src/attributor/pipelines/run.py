@@ -47,6 +47,8 @@ __all__ = ["Run", "STAGES"]
 STAGES = ("data", "train", "featurize", "score", "report")
 #: config section -> the first stage it affects
 SECTION_STAGE = {"data": "data", "task": "data", "model": "data", "train": "train", "featurize": "featurize", "score": "score", "report": "report"}
+#: config sections that do not change any artifact (where the work runs): never a reason to recompute
+RESULT_NEUTRAL = ("executor",)
 #: marks a checkpoints/ folder a run trained itself (only such a folder is ever deleted)
 TRAINED_MARK = ".trained-by-attributor"
 STAGE_ARTIFACTS = {
@@ -105,6 +107,7 @@ class Run:
             except Exception:
                 raise StoreError(f"{config_file} is unreadable; delete the run directory or use another --out") from None
             changed = differences(saved.model_dump(mode="json"), self.config.model_dump(mode="json"))
+            changed = [(key, change) for key, change in changed if key.split(".")[0] not in RESULT_NEUTRAL]
             started = any((self.out / name).exists() for names in STAGE_ARTIFACTS.values() for name in names)
             report_only = all(key.split(".")[0] == "report" for key, _ in changed)  # the report is rewritten anyway
             if changed and not overwrite and started and not report_only:

@@ -101,23 +101,44 @@ class Registry:
         self._version = self._current_version()
         return applied
 
-    def init(self, reader_role: str | None = None, admin_role: str | None = None) -> list[int]:
+    def init(self, reader_role: str | None = None, admin_role: str | None = None, *, roles: bool = True) -> list[int]:
         """Create or upgrade the schema; on PostgreSQL also the reader and admin roles and their GRANTs.
 
         On PostgreSQL the two roles are NOLOGIN groups: the reader may SELECT, the admin may
         also INSERT, UPDATE and DELETE rows (never change the schema); default privileges
         make future tables follow. Run it as the database owner (or a superuser). On SQLite
         there are no roles: this only migrates, and the file's permissions govern access.
+        Creating a missing role needs CREATEROLE (or a superuser): that is checked before
+        anything is written. ``roles=False`` creates or upgrades the schema only.
         Returns the migration versions applied.
         """
         if reader_role is not None:
             self.reader_role = _role_name(reader_role)
         if admin_role is not None:
             self.admin_role = _role_name(admin_role)
+        if self.dialect == "postgresql" and roles:
+            self._run(self._check_can_create_roles, action="read")
         applied = self.migrate()
-        if self.dialect == "postgresql":
+        if self.dialect == "postgresql" and roles:
             self._run(self._create_roles, action="set up roles")
         return applied
+
+    def _check_can_create_roles(self, conn: Connection) -> None:
+        """Refuse, before the schema is touched, an init that would fail to create a missing role."""
+        missing = [role for role in (self.reader_role, self.admin_role)
+                   if conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first() is None]
+        if not missing:
+            return
+        user, allowed = conn.execute(sa.text(
+            "SELECT current_user, rolcreaterole OR rolsuper FROM pg_roles WHERE rolname = current_user")).one()
+        if allowed:
+            return
+        quoted = '"' + str(user).replace('"', '""') + '"'
+        raise RegistryPermissionError(
+            f"the registry at {self.url}: init must create the roles {' and '.join(missing)}, but the role {user} may not "
+            f"create roles (it has neither CREATEROLE nor SUPERUSER); nothing was changed. Have a superuser run "
+            f"`ALTER ROLE {quoted} CREATEROLE` (or create the roles NOLOGIN) and run init again, or run "
+            f"`attributor registry init --no-roles` to create the schema only")
 
     def grant(self, user: str, role: str = "reader") -> str:
         """Make the login role ``user`` a member of the reader or admin role (PostgreSQL); returns the role granted."""
