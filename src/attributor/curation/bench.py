@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,6 +56,7 @@ import torch
 
 from attributor._io import atomic_write_json, atomic_write_text
 from attributor.errors import ConfigError
+from attributor.evaluation.runs import claim_run_dir, t_interval
 
 __all__ = ["CurateBenchConfig", "run_curate_bench", "COLUMNS", "METHODS"]
 
@@ -375,29 +375,17 @@ class _RetrievalState(_SeedState):
                                   ContrastiveValidationLossTask(0.1))
 
 
-def _interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% t-interval over seeds (a single seed: the mean as both ends)."""
-    from scipy import stats
-
-    values = np.asarray(values, dtype=np.float64)
-    mean = float(values.mean())
-    if len(values) < 2 or values.std() == 0:
-        return mean, mean, mean
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-    return mean, mean - half, mean + half
-
-
 def _aggregate(per_seed: list[dict[tuple[str, float], dict]], config: CurateBenchConfig, variant: str) -> list[dict[str, Any]]:
     rows = []
     keys = [("full", 1.0)] + [(m, b) for m in config.variant_methods(variant) for b in config.budgets]
     for method, budget in keys:
         for metric in METRICS[variant]:
             values = np.array([seed[(method, budget)][metric] for seed in per_seed])
-            mean, low, high = _interval(values)
+            mean, low, high = t_interval(values)
             if method == "full":
                 diff = (float("nan"),) * 3
             else:
-                diff = _interval(values - np.array([seed[("random", budget)][metric] for seed in per_seed]))
+                diff = t_interval(values - np.array([seed[("random", budget)][metric] for seed in per_seed]))
             removed = float(np.mean([seed[(method, budget)]["corrupted_removed"] for seed in per_seed]))
             rows.append({"variant": variant, "method": method, "budget": budget, "metric": metric,
                          "mean": mean, "low": low, "high": high, "diff_vs_random": diff[0], "diff_low": diff[1],
@@ -406,18 +394,7 @@ def _aggregate(per_seed: list[dict[tuple[str, float], dict]], config: CurateBenc
 
 
 def _claim(out: Path, config: CurateBenchConfig, overwrite: bool) -> None:
-    saved = out / "config.json"
-    settings = asdict(config)
-    if saved.is_file():
-        same = json.loads(saved.read_text()) == settings
-        if not same and not overwrite:
-            raise ConfigError(f"{out} holds a curate bench run with other settings; use another --out or pass --overwrite")
-        if not same:
-            shutil.rmtree(out / "cache", ignore_errors=True)
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} exists and is not a curate bench run; refusing to write into it")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(saved, settings)
+    claim_run_dir(out, asdict(config), "curate bench", overwrite, clear=["cache"])
 
 
 def _write(out: Path, rows: list[dict[str, Any]], config: CurateBenchConfig) -> None:

@@ -43,6 +43,7 @@ import torch
 
 from attributor._io import atomic_write_json, atomic_write_text
 from attributor.errors import ConfigError
+from attributor.evaluation.runs import claim_run_dir, t_interval
 
 __all__ = ["NewsBenchConfig", "run_news_bench", "ranking_metrics"]
 
@@ -345,19 +346,6 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
 
 
-def _interval(values: list[float]) -> tuple[float, float, float]:
-    from scipy import stats
-
-    v = np.array([x for x in values if np.isfinite(x)], dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(v.mean())
-    if len(v) < 2 or v.std() == 0:
-        return mean, mean, mean
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return mean, mean - half, mean + half
-
-
 def _json_safe(value: Any) -> Any:
     """``value`` with every NaN or infinite float as None (JSON has no NaN: "not measured", e.g. no fake users given)."""
     if isinstance(value, dict):
@@ -392,8 +380,8 @@ def _summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     for name in names:
         by_model[name] = {}
         for method in DETECTORS:
-            articles = _clipped(_interval([_nan(s["detection"][name][method]["articles"]) for s in per_seed]))
-            users = _clipped(_interval([_nan(s["detection"][name][method]["users"]) for s in per_seed]))
+            articles = _clipped(t_interval([_nan(s["detection"][name][method]["articles"]) for s in per_seed]))
+            users = _clipped(t_interval([_nan(s["detection"][name][method]["users"]) for s in per_seed]))
             by_model[name][method] = {"auc": articles[0], "auc_low": articles[1], "auc_high": articles[2],
                                       "users": {"auc": users[0], "auc_low": users[1], "auc_high": users[2]}}
     return {"seeds": len(per_seed), "models": models, "detection": by_model[names[0]], "detection_model": names[0],
@@ -401,20 +389,7 @@ def _summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _claim(out: Path, config: NewsBenchConfig, overwrite: bool) -> None:
-    saved = out / "config.json"
-    settings = asdict(config)
-    if saved.is_file():
-        same = json.loads(saved.read_text()) == settings
-        if not same and not overwrite:
-            raise ConfigError(f"{out} holds a news bench run with other settings; use another --out or pass --overwrite")
-        if not same:
-            for name in list(out.iterdir()):
-                if name.name != "config.json":
-                    shutil.rmtree(name) if name.is_dir() else name.unlink()
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} exists and is not a news bench run; refusing to write into it")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(saved, settings)
+    claim_run_dir(out, asdict(config), "news bench", overwrite)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
