@@ -31,7 +31,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview | 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's pid in the name: a sweep of leftovers can tell a live writer's file from a dead one's
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             for part in parts:

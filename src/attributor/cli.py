@@ -71,7 +71,13 @@ def _open_run(config: Optional[Path], sets: Optional[List[str]], out: Path, over
         base = out / "config.json"
     overrides = (list(defaults or []) if base is None else []) + list(sets or [])
     overrides += [f"{key}={json.dumps(value)}" for key, value in (extra or {}).items() if value is not None]
-    return Run(out, load_config(base, overrides), overwrite=overwrite, progress=not quiet)
+    run = Run(out, load_config(base, overrides), overwrite=overwrite, progress=not quiet, lock=True)
+    _HELD.append(run)  # its lock is held for the whole command; main() releases it
+    return run
+
+
+#: runs opened by the command in progress (their directory locks are released when it ends)
+_HELD: list[Any] = []
 
 
 def _own(model: Optional[str], checkpoints: Optional[List[str]], data: Optional[str], task: Optional[str]) -> dict[str, Any]:
@@ -274,6 +280,14 @@ def _disk_limit_message(err: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning every user error into one line and a non-zero exit."""
+    try:
+        return _main(argv)
+    finally:
+        while _HELD:
+            _HELD.pop().close()
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         code = app(args=argv, standalone_mode=False)  # click turns Ctrl-C into 130 here, not an exception
         if code == 130:

@@ -18,6 +18,7 @@ __all__ = [
     "RegistryError",
     "RegistryPermissionError",
     "ModelLoadError",
+    "ResourceError",
 ]
 
 
@@ -67,3 +68,7 @@ class RegistryPermissionError(RegistryError):
 
 class ModelLoadError(AttributorError):
     """A model or tokenizer could not be loaded from the given path or name."""
+
+
+class ResourceError(AttributorError):
+    """A computation would not fit in the memory available (see :mod:`attributor.memory`)."""

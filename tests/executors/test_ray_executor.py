@@ -178,7 +178,7 @@ def test_featurize_on_ray_is_bit_identical_to_the_serial_store(ray_executor, tmp
     merged = tmp_path / "ray" / "store"
     assert inodes and all((merged / name).stat().st_ino == inode for name, inode in inodes.items())  # linked, not recomputed
     assert len(_chunk_checksums(serial.path)["train"]["0"]) == 5  # 200 rows in chunks of 48: shards of 1, 2, 2 chunks
-    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == ["checkpoints", "config.json", "data.npz", "store"]
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == [".lock", "checkpoints", "config.json", "data.npz", "store"]
     saved = json.loads((tmp_path / "ray" / "config.json").read_text())
     assert saved["executor"]["kind"] == "ray"
     # the executor settings never make a run recompute: the serial config reopens the Ray-made run as is

@@ -37,6 +37,7 @@ from attributor.errors import DataError
 from attributor.features.gradients import count_parameters, per_example_gradients, tracked_parameter_names
 from attributor.features.projection import Projector
 from attributor.features.store import FeatureStore
+from attributor.memory import require_memory
 from attributor.models.checkpoints import checkpoint_id, load_checkpoint, restoring_state
 from attributor.progress import progress_bar
 from attributor.tasks import Task
@@ -157,17 +158,32 @@ def featurize(
         raise DataError(f"split {split!r} of the dataset is empty (0 examples); featurize needs at least one example")
     featurizer = make_featurizer(model, task, projector)
     settings = store_settings(model, task, checkpoints, projector, dtype=dtype, chunk_size=chunk_size, featurizer=featurizer)
+    _check_memory(projector, settings, min(chunk_size, len(dataset)))  # before anything is written
     store = FeatureStore.create(store_path, settings, overwrite=overwrite)
     store.add_split(split, len(dataset), data_id)
     mine = set(shard_chunks(len(store.chunk_bounds(split)), shard))
-    todo = [(c, bounds) for c in range(len(checkpoints)) for bounds in store.missing_chunks(split, c) if bounds[0] in mine]
-    if not todo:
-        return store
+
+    def missing() -> list[tuple[int, tuple[int, int, int]]]:
+        return [(c, bounds) for c in range(len(checkpoints)) for bounds in store.missing_chunks(split, c) if bounds[0] in mine]
+
+    if not missing():
+        return store  # complete: read only, no lock taken
     with restoring_state(model):  # the user's weights and train/eval modes come back, also on an error
         model.eval()
-        with store.writing(), featurizer, progress_bar(total=sum(b[2] - b[1] for _, b in todo), desc=f"featurize {split}", enabled=progress) as bar:
-            _featurize_chunks(model, dataset, store, featurizer, checkpoints, split, todo, batch_size, bar)
+        with store.writing():
+            todo = missing()  # again under the lock: another writer may have committed chunks meanwhile
+            with featurizer, progress_bar(total=sum(b[2] - b[1] for _, b in todo), desc=f"featurize {split}", enabled=progress) as bar:
+                _featurize_chunks(model, dataset, store, featurizer, checkpoints, split, todo, batch_size, bar)
     return store
+
+
+def _check_memory(projector: Projector, settings: dict, rows: int) -> None:
+    """Refuse in one line when one block of the projection matrix, or the features of two chunks
+    (the one computed and the one being written), cannot fit in the memory available."""
+    projector.check_memory(int(settings["n_params"]))
+    k = int(settings["dim"])
+    require_memory(f"the features of two chunks (2 x {rows} x {k} x 4 bytes)", 2 * rows * k * 4,
+                   "use a smaller --proj-dim (featurize.proj_dim) or featurize.chunk_size; add --overwrite to reuse this --out")
 
 
 def _featurize_chunks(model, dataset, store, featurizer, checkpoints, split, todo, batch_size, bar) -> None:

@@ -30,10 +30,16 @@ import numpy as np
 import torch
 
 from attributor.errors import ConfigError
+from attributor.memory import require_memory
 from attributor.registry import Registered
 
 __all__ = ["Projector", "GaussianProjector", "RademacherProjector", "IdentityProjector", "SparseProjector",
            "FactoredProjector", "make_projector"]
+
+
+#: what to do when a block of a dense projection matrix cannot fit in memory
+DENSE_ADVICE = ("use a smaller --proj-dim (featurize.proj_dim), or --projection factored (per-layer Kronecker factors, "
+                "no p x k matrix) or sparse; add --overwrite to reuse this --out")
 
 
 class Projector(Registered, kind="projector"):
@@ -64,6 +70,15 @@ class Projector(Registered, kind="projector"):
     def out_dim(self, n_params: int) -> int:
         return int(self.dim)
 
+    def check_memory(self, n_params: int) -> None:
+        """Refuse (ResourceError) before any work when one block of P, min(block_rows, p) x k float32,
+        cannot fit in the memory available (featurize calls this before it writes anything)."""
+        self._check_block(min(self.block_rows, n_params))
+
+    def _check_block(self, rows: int) -> None:
+        require_memory(f"one block of the {self.key} projection matrix ({rows} x {self.dim} x 4 bytes)",
+                       rows * int(self.dim) * 4, DENSE_ADVICE)
+
     def project(self, grads: torch.Tensor, checkpoint: int) -> torch.Tensor:
         """Project ``grads`` of shape (B, p) to shape (B, k), one block of P at a time."""
         n_params = grads.shape[1]
@@ -85,6 +100,7 @@ class Projector(Registered, kind="projector"):
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
+        self._check_block(rows)
         state = np.random.SeedSequence([self.seed, checkpoint, block]).generate_state(1, np.uint64)[0]
         generator = torch.Generator().manual_seed(int(state))
         matrix = self._generate(rows, int(self.dim), generator) / float(self.dim) ** 0.5
@@ -130,6 +146,9 @@ class IdentityProjector(Projector, key="identity"):
     def out_dim(self, n_params: int) -> int:
         return n_params
 
+    def check_memory(self, n_params: int) -> None:
+        """No matrix (the features themselves, k = p, are checked by featurize)."""
+
     def project(self, grads: torch.Tensor, checkpoint: int) -> torch.Tensor:
         return grads
 
@@ -155,6 +174,9 @@ class SparseProjector(Projector, key="sparse"):
 
     def spec(self) -> dict[str, Any]:
         return {**super().spec(), "nnz": self.nnz}
+
+    def check_memory(self, n_params: int) -> None:
+        """No dense matrix: a block is block_rows x nnz hashes and signs."""
 
     def project(self, grads: torch.Tensor, checkpoint: int) -> torch.Tensor:
         """Project ``grads`` (B, p) to (B, k) by scatter-adding signed entries, block by block."""
@@ -222,6 +244,9 @@ class FactoredProjector(Projector, key="factored"):
 
     def spec(self) -> dict[str, Any]:
         return {**super().spec(), "rest": self.rest}
+
+    def check_memory(self, n_params: int) -> None:
+        """No p x k matrix: the per-layer factors are small, and each block is checked when generated."""
 
     def out_dim(self, n_params: int) -> int:
         raise ConfigError("the width of a factored projection depends on the model's layers; "

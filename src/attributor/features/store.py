@@ -18,6 +18,13 @@ committed chunks (``done_mask``).
 Settings (task, model, checkpoint ids, projector spec, dtype, chunk size, dimensions) are
 fixed when the store is created; opening it with different settings is refused.
 
+One writer at a time: every write of the manifest (create, add_split, each chunk's commit,
+repair) happens under an exclusive ``flock`` of ``STORE/.lock``, and the manifest is re-read
+from disk once the lock is held, so no commit of another process is lost. A second writer
+is refused at once with one message (``another process is writing the feature store at
+...``). Temporary files carry their writer's pid; the sweep of leftovers (under the lock)
+removes only those whose writer is dead.
+
 Damage (a truncated or flipped chunk file, a deleted one) is found by :meth:`FeatureStore.check`
 (``attributor store verify``), which reads every committed file in full and lists every
 problem. :meth:`FeatureStore.repair` (``attributor store repair``) takes the damaged chunks
@@ -105,32 +112,50 @@ class FeatureStore:
         settings = json.loads(json.dumps(settings))  # normalise to what JSON round-trips
         if settings.get("dtype") not in DTYPES:
             raise StoreError(f"store dtype must be one of {DTYPES}, got {settings.get('dtype')!r}")
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"{path} is a file, not a feature store folder; choose another output directory")
         if cls.exists(path):
-            store = cls.open(path)
-            diff = [f"{key}: {change}" for key, change in differences(store.settings, settings)]
-            if not diff:
-                return store
-            if not overwrite and store.has_work():
-                raise StoreMismatchError(
-                    f"the feature store at {path} was written with other settings ({'; '.join(diff)}); "
-                    "use another output directory or pass --overwrite"
-                )
-            shutil.rmtree(path)
-        elif path.exists() and any(path.iterdir()):
+            existing = cls.open(path)
+            if not differences(existing.settings, settings):
+                return existing  # nothing to write: no lock needed
+        if not cls.exists(path) and _foreign(path):  # checked before the lock file is put into someone's folder
             raise StoreError(f"{path} exists and is not a feature store; refusing to write into it")
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "settings": settings,
-            "splits": {},
-        }
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path / MANIFEST, manifest)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot create the feature store folder {path}: {err.strerror}; choose another output directory") from None
+        with _locked(path):  # the same checks again, now that no other writer can change the folder
+            if cls.exists(path):
+                store = cls.open(path)
+                diff = [f"{key}: {change}" for key, change in differences(store.settings, settings)]
+                if not diff:
+                    return store
+                if not overwrite and store.has_work():
+                    raise StoreMismatchError(
+                        f"the feature store at {path} was written with other settings ({'; '.join(diff)}); "
+                        "use another output directory or pass --overwrite"
+                    )
+                for child in path.iterdir():  # everything but the lock file we hold
+                    if child.name != ".lock":
+                        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            elif _foreign(path):
+                raise StoreError(f"{path} exists and is not a feature store; refusing to write into it")
+            manifest = {
+                "schema_version": SCHEMA_VERSION,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "settings": settings,
+                "splits": {},
+            }
+            atomic_write_json(path / MANIFEST, manifest)
         return cls(path, manifest)
 
     def save(self) -> None:
-        """Commit the manifest (atomic rename)."""
-        atomic_write_json(self.path / MANIFEST, self._manifest)
+        """Commit the manifest (atomic rename), under the write lock (taken here if not held)."""
+        if self._lock_handle is not None:
+            atomic_write_json(self.path / MANIFEST, self._manifest)
+            return
+        with _locked(self.path):
+            atomic_write_json(self.path / MANIFEST, self._manifest)
 
     # -- settings ---------------------------------------------------------------------
     @property
@@ -162,18 +187,24 @@ class FeatureStore:
         """Declare a split of ``n`` examples; refused if it exists with another size or data."""
         if not name or "/" in name or name.startswith("."):
             raise StoreError(f"invalid split name {name!r}")
-        splits = self._manifest["splits"]
-        if name in splits:
-            old = splits[name]
-            if old["n"] != n or old.get("data_id") != data_id:
-                raise StoreMismatchError(
-                    f"split {name!r} of the store at {self.path} holds other data "
-                    f"(n={old['n']}, data_id={old.get('data_id')}; now n={n}, data_id={data_id}); "
-                    "use another output directory or pass --overwrite"
-                )
-            return
-        splits[name] = {"n": int(n), "data_id": data_id, "chunks": {str(c): {} for c in range(self.n_checkpoints)}}
-        self.save()
+        if name not in self._manifest["splits"]:
+            self._refresh()  # another process may have added it
+        if name not in self._manifest["splits"]:
+            with contextlib.nullcontext() if self._lock_handle is not None else _locked(self.path):
+                if self._lock_handle is None:  # the manifest as committed, read under the lock
+                    self._manifest = FeatureStore.open(self.path)._manifest
+                splits = self._manifest["splits"]
+                if name not in splits:
+                    splits[name] = {"n": int(n), "data_id": data_id, "chunks": {str(c): {} for c in range(self.n_checkpoints)}}
+                    atomic_write_json(self.path / MANIFEST, self._manifest)
+                    return
+        old = self._manifest["splits"][name]
+        if old["n"] != n or old.get("data_id") != data_id:
+            raise StoreMismatchError(
+                f"split {name!r} of the store at {self.path} holds other data "
+                f"(n={old['n']}, data_id={old.get('data_id')}; now n={n}, data_id={data_id}); "
+                "use another output directory or pass --overwrite"
+            )
 
     def split_size(self, split: str) -> int:
         return int(self._split(split)["n"])
@@ -212,22 +243,24 @@ class FeatureStore:
     # -- writing ----------------------------------------------------------------------
     @contextlib.contextmanager
     def writing(self) -> Iterator["FeatureStore"]:
-        """Hold the store's write lock; a second writer is refused instead of corrupting it."""
-        handle = open(self.path / ".lock", "w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise StoreError(f"another process is writing the feature store at {self.path}") from None
-        self._lock_handle = handle
-        for leftover in self.path.rglob(".*.tmp"):  # from a writer killed mid-write; we hold the lock
-            leftover.unlink(missing_ok=True)
-        try:
-            yield self
-        finally:
-            self._lock_handle = None
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
+        """Hold the store's write lock; a second writer is refused instead of corrupting it.
+
+        Once the lock is held, the manifest is re-read from disk (another writer may have
+        committed chunks since this object was opened) and temporary files left by dead
+        writers are removed.
+        """
+        if self._lock_handle is not None:
+            raise _busy(self.path)
+        with _locked(self.path) as handle:
+            self._manifest = FeatureStore.open(self.path)._manifest
+            self._lock_handle = handle
+            try:
+                for leftover in self.path.rglob(".*.tmp"):
+                    if not _writer_alive(leftover):
+                        leftover.unlink(missing_ok=True)
+                yield self
+            finally:
+                self._lock_handle = None
 
     def write_chunk(self, split: str, checkpoint: int, index: int, features: np.ndarray, out_to_loss: np.ndarray) -> None:
         """Write chunk ``index`` of ``split`` at ``checkpoint`` and commit it in the manifest."""
@@ -404,6 +437,55 @@ class FeatureStore:
             return self._manifest["splits"][split]
         except KeyError:
             raise StoreError(f"the feature store at {self.path} has no split {split!r} (it has: {', '.join(self.splits) or 'none'})") from None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[Any]:
+    """Hold the exclusive lock of the store at ``path`` (refused at once if another writer holds it)."""
+    handle = open(path / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise _busy(path) from None
+    try:
+        yield handle
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _busy(path: Path) -> StoreError:
+    return StoreError(f"another process is writing the feature store at {path}; wait for it to finish or use another --out")
+
+
+def _foreign(path: Path) -> bool:
+    """Whether the folder ``path`` holds anything but a store's lock file (an empty or missing folder: no)."""
+    return path.is_dir() and any(child.name != ".lock" for child in path.iterdir())
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process that is writing the temporary file ``tmp`` (``.NAME.PID.RANDOM.tmp``) still runs.
+
+    Called under the lock, so a live process other than this one cannot be writing into the
+    store; the pid check keeps the sweep safe even so. A name without a pid (an older
+    attributor) counts as dead.
+    """
+    parts = tmp.name[: -len(".tmp")].rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False  # left by an earlier failed write of this process (a write in flight cleans up after itself)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OverflowError:  # not a pid
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _manifest_damage(manifest: dict[str, Any]) -> str | None:

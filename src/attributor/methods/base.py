@@ -12,7 +12,11 @@ A method declares what it needs, and the orchestrator provides it:
   (complete for the training split and every query split it scores);
 * ``requires_context``: it needs a :class:`TrainingContext`: the model, the Task, the
   datasets by split name and the checkpoint files (influence functions that build a
-  Hessian, methods that run forward passes such as Forward-INF, embedding similarity).
+  Hessian, methods that run forward passes such as Forward-INF, embedding similarity);
+* ``holds_kernels``: ``fit`` holds one k x k float64 matrix (an after-kernel or its
+  factor) per checkpoint it uses; ``fit`` refuses in one line when those cannot fit in
+  the memory available, as ``score`` does for the dense (n_query, n_train) matrix
+  (:mod:`attributor.memory`).
 
 Subclasses implement ``_fit``, ``score_blocks`` and ``self_influence``; validation,
 blockwise accumulation, the streaming top-k and the dense matrix are handled here once.
@@ -32,6 +36,7 @@ from torch.utils.data import Dataset
 
 from attributor.errors import ConfigError, DataError, NotFittedError
 from attributor.features.store import FeatureStore
+from attributor.memory import require_memory
 from attributor.progress import progress_bar
 from attributor.registry import Registered
 from attributor.scores import Scores, StreamingTopK
@@ -77,6 +82,8 @@ class Method(Registered, kind="method"):
     requires_context: bool = False
     #: Whether the method uses a store's folder when one is given (e.g. to cache factors).
     uses_store_folder: bool = False
+    #: Whether ``fit`` holds one k x k float64 kernel (or its factor) per checkpoint it uses.
+    holds_kernels: bool = False
 
     def get_params(self) -> dict[str, Any]:
         """The constructor arguments, read back from attributes of the same names."""
@@ -101,6 +108,12 @@ class Method(Registered, kind="method"):
             dataset = context.dataset(split)
             if hasattr(dataset, "__len__") and len(dataset) == 0:
                 raise DataError(f"method {self.key!r}: split {split!r} is empty in the training context; give it examples")
+        if store is not None and self.requires_features and self.holds_kernels:
+            chosen = getattr(self, "checkpoints", None)
+            m, k = len(chosen) if chosen else store.n_checkpoints, store.dim
+            require_memory(f"method {self.key!r}: the kernels of {m} checkpoints ({m} x {k} x {k} x 8 bytes)", m * k * k * 8,
+                           "featurize with a smaller --proj-dim (featurize.proj_dim), or use fewer checkpoints "
+                           "(score.checkpoints)")
         self.store_, self.split_, self.context_ = store, split, context
         self._fit()
         return self
@@ -139,12 +152,15 @@ class Method(Registered, kind="method"):
         k = max(1, min(topk, n_train))
         top, bottom = StreamingTopK(n_queries, k, largest=True), StreamingTopK(n_queries, k, largest=False)
         values = None  # allocated at the first block, in the method's output dtype
+        if dense:  # refused before any work when it cannot fit (float64 assumed; checked again at the allocation)
+            self._check_dense(n_queries, n_train, np.dtype(np.float64))
         with progress_bar(total=n_queries * n_train, desc=f"score {queries}", enabled=progress) as bar:
             for rows, offset, block in self.score_blocks(queries):
                 top.update(rows, offset, block)
                 bottom.update(rows, offset, block)
                 if dense:
                     if values is None:
+                        self._check_dense(n_queries, n_train, np.result_type(block.dtype, np.float32))
                         values = np.zeros((n_queries, n_train), dtype=np.result_type(block.dtype, np.float32))
                     values[rows, offset : offset + block.shape[1]] = block
                 bar.update(block.size)
@@ -152,6 +168,10 @@ class Method(Registered, kind="method"):
         bottom_indices, bottom_values = bottom.result()
         meta = {**self.spec(), "queries": queries, "train": split, "n_queries": n_queries, "n_train": n_train}
         return Scores(top_indices, top_values, bottom_indices, bottom_values, values, meta)
+
+    def _check_dense(self, n_queries: int, n_train: int, dtype: np.dtype) -> None:
+        require_memory(f"the dense scores ({n_queries} x {n_train} x {dtype.itemsize} bytes)", n_queries * n_train * dtype.itemsize,
+                       "keep the top-k only: dense=False (--set score.dense=false), or score fewer queries")
 
     def _fitted(self) -> tuple[FeatureStore | None, str]:
         if not hasattr(self, "split_"):

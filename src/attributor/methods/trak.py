@@ -30,7 +30,11 @@ factorisation of k < 2048 runs on one torch thread, the caller's count restored 
 on an idle 2-core machine a second thread saves at most half the time there, while with
 another process on the other core an eigendecomposition on two threads took 8-200x longer
 than on one (benchmarks/trak_inverse.py, benchmarks/RESULTS.md). Scoring is
-O(M n_query k^2) for the solves plus O(M n_query n_train k), streamed chunk by chunk.
+O(M n_query k^2) for the solves plus O(M n_query n_train k), streamed block by block: a
+group of query chunks (:data:`SCORE_BLOCK_BYTES`) against one training chunk, whose
+features are scaled by Qbar / M as they are copied out of the store, so that a block is
+one GEMM per checkpoint (benchmarks/score_gemm.py: the whole scoring against one GEMM of
+the same shapes).
 """
 
 from __future__ import annotations
@@ -42,12 +46,21 @@ import numpy as np
 import torch
 
 from attributor.errors import ConfigError, StoreError
+from attributor.features.store import FeatureStore
 from attributor.methods.base import Method
 
 __all__ = ["TRAK"]
 
 #: Smallest kernel dimension k whose factorisation uses more than one torch thread.
 PARALLEL_FACTOR_MIN_DIM = 2048
+#: Largest score block (query rows x training chunk) scored at once: 4,096 query rows
+#: against chunks of 1,024 in float32. benchmarks/score_gemm.py (10,000 x 100,000, k = 1,024,
+#: dense=False): 6.7 s; 7.4 s with 4 MiB blocks (1,024 rows: the training chunks are read
+#: 10 times) and 7.4 s with 64 MiB (all 10,000 rows: each fresh 40 MB block is page-faulted
+#: anew, a million faults in all against 70 thousand).
+SCORE_BLOCK_BYTES = 16 * 2**20
+#: Largest query side (checkpoints x query rows x k) held while scoring.
+SCORE_QUERY_BYTES = 256 * 2**20
 
 
 class TRAK(Method, key="trak"):
@@ -60,6 +73,8 @@ class TRAK(Method, key="trak"):
         damping_scale: "checkpoint" (each checkpoint's ridge from its own kernel) or
             "shared" (one ridge from the mean kernel trace, as traker does).
     """
+
+    holds_kernels = True  # one k x k float64 kernel factor per checkpoint (Method.fit checks the memory)
 
     def __init__(self, damping: float = 1e-2, checkpoints: Sequence[int] | None = None, damping_scale: str = "checkpoint"):
         self.damping = damping
@@ -99,21 +114,24 @@ class TRAK(Method, key="trak"):
     def score_blocks(self, queries: str) -> Iterator[tuple[slice, int, np.ndarray]]:
         store, split = self._fitted()
         store.require_complete(queries)
-        dtype = torch.float64 if store.dtype == np.float64 else torch.float32
-        q_bar = torch.from_numpy(self.out_to_loss_).to(dtype)
-        for q_index, q_start, q_stop in store.chunk_bounds(queries):
-            # phi(z)^T (K + lambda I)^{-1} for every checkpoint: (queries in chunk, k)
-            left = [
-                factor.solve(_tensor(store.read_chunk(queries, c, q_index)[0], torch.float64)).to(dtype)
-                for c, factor in zip(self.checkpoints_, self.kernel_factors_)
-            ]
-            for t_index, t_start, t_stop in store.chunk_bounds(split):
-                block = torch.zeros(q_stop - q_start, t_stop - t_start, dtype=dtype)
+        dtype = np.float64 if store.dtype == np.float64 else np.float32
+        # Qbar_j / M, folded into the training features while they are copied out of the store
+        weight = (self.out_to_loss_ / len(self.checkpoints_)).astype(dtype)[:, None]
+        train_chunks = store.chunk_bounds(split)
+        widest = max((stop - start for _, start, stop in train_chunks), default=0)
+        for rows, q_chunks in _query_groups(store, queries, widest, len(self.checkpoints_), dtype):
+            # phi(z)^T (K + lambda I)^{-1} for every checkpoint: (queries in group, k)
+            left = []
+            for c, factor in zip(self.checkpoints_, self.kernel_factors_):
+                features = np.concatenate([store.read_chunk(queries, c, i)[0] for i in q_chunks])
+                left.append(factor.solve(_tensor(features, torch.float64)).to(_TORCH[dtype]))
+            for t_index, t_start, t_stop in train_chunks:
+                block = None
                 for c, a in zip(self.checkpoints_, left):
-                    phi = _tensor(store.read_chunk(split, c, t_index)[0], dtype)
-                    block.addmm_(a, phi.T)
-                block *= q_bar[t_start:t_stop] / len(self.checkpoints_)
-                yield slice(q_start, q_stop), t_start, block.numpy()
+                    features = np.asarray(store.read_chunk(split, c, t_index)[0])
+                    phi = torch.from_numpy(np.multiply(features, weight[t_start:t_stop], dtype=dtype))
+                    block = a @ phi.T if block is None else block.addmm_(a, phi.T)
+                yield rows, t_start, block.numpy()
 
     def self_influence(self) -> np.ndarray:
         store, split = self._fitted()
@@ -196,6 +214,35 @@ def _torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _query_groups(store: FeatureStore, queries: str, train_rows: int, n_checkpoints: int,
+                  dtype: type[np.floating]) -> Iterator[tuple[slice, list[int]]]:
+    """Consecutive query chunks scored together: ``(rows, chunk indices)``.
+
+    A group takes as many chunks as keep its score block (rows x ``train_rows``) within
+    :data:`SCORE_BLOCK_BYTES` and its query side (``n_checkpoints`` x rows x k) within
+    :data:`SCORE_QUERY_BYTES`, and at least one chunk. Bigger groups read every training
+    chunk fewer times and amortise the per-block work of the streaming top-k.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    limit = min(SCORE_BLOCK_BYTES // max(1, train_rows * itemsize),
+                SCORE_QUERY_BYTES // (n_checkpoints * store.dim * itemsize))
+    group: list[int] = []
+    start = stop = 0
+    for index, chunk_start, chunk_stop in store.chunk_bounds(queries):
+        if group and chunk_stop - start > limit:
+            yield slice(start, stop), group
+            group = []
+        if not group:
+            start = chunk_start
+        group.append(index)
+        stop = chunk_stop
+    if group:
+        yield slice(start, stop), group
+
+
+_TORCH = {np.float32: torch.float32, np.float64: torch.float64}
 
 
 def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:

@@ -13,11 +13,18 @@ directory with a different config is refused unless ``overwrite`` is given; then
 stage from the first one whose settings changed is recomputed, and nothing earlier. A
 stage whose artifacts exist is not recomputed, so each command picks up where the last
 one stopped (featurize even inside a stage, chunk by chunk).
+
+With ``lock=True`` (what every CLI command that writes asks for) the run holds an
+exclusive ``flock`` of ``OUT/.lock`` from before it reads ``config.json`` until
+:meth:`Run.close` (or the end of a ``with Run(...)`` block): a second process on the same
+directory is refused at once, in one line, instead of racing on the stages' files.
+Executor tasks open the run without the lock: the driver that started them holds it.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import inspect
 import io
 import json
@@ -68,18 +75,37 @@ class Run:
         >>> scores, self_influence = run.scores()         # trains and featurizes as needed
     """
 
-    def __init__(self, out: str | os.PathLike[str], config: RunConfig, *, overwrite: bool = False, progress: bool = True):
+    def __init__(self, out: str | os.PathLike[str], config: RunConfig, *, overwrite: bool = False, progress: bool = True,
+                 lock: bool = False):
         self.out = Path(out)
         self.config = config
         self.progress = progress
         self.timings: dict[str, float] = {}
         self._data: DatasetSplits | None = None
         self._model: Any = None
+        self._lock_handle: Any = None
         # refuse an unknown task or bad method arguments before anything is written
         self.task: Task = self._build_task()
         args = config.score
         build_method(args.method, args.method_args, damping=args.damping, checkpoints=args.checkpoints)
-        self._open(overwrite)
+        try:
+            self._open(overwrite, lock)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run directory's lock (if this object holds it)."""
+        handle, self._lock_handle = self._lock_handle, None
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def _build_task(self) -> Task:
         args, model = self.config.task, self.config.model
@@ -97,10 +123,18 @@ class Run:
             raise ConfigError(f"task.args do not fit task {args.name!r}: {err}") from None
 
     # -- directory and config ---------------------------------------------------------
-    def _open(self, overwrite: bool) -> None:
+    def _open(self, overwrite: bool, lock: bool) -> None:
         if self.out.exists() and not self.out.is_dir():
             raise StoreError(f"--out {self.out} is a file, not a run directory; choose a folder for --out")
         config_file = self.out / "config.json"
+        if not config_file.is_file():
+            self._refuse_foreign()  # before a lock file is put into someone's folder
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # e.g. a parent of --out is a file
+            raise StoreError(f"cannot create the run directory {self.out}: {err.strerror}; choose another --out") from None
+        if lock:
+            self._lock()
         if config_file.is_file():
             try:
                 saved = RunConfig.model_validate(json.loads(config_file.read_text()))
@@ -120,19 +154,31 @@ class Run:
                 first = min(STAGES.index(SECTION_STAGE[key.split(".")[0]]) for key, _ in changed)
                 for stage in STAGES[first:]:
                     self._remove(stage)
-        elif self.out.exists():
-            # a folder holding only inputs the config names (the user's checkpoints, say) becomes the run directory;
-            # anything else in it might be precious: refuse
-            inputs = [Path(p).resolve() for p in self._input_paths()]
-            foreign = [p.name for p in self.out.iterdir() if not any(i == p.resolve() or p.resolve() in i.parents for i in inputs)]
-            if foreign:
-                raise StoreError(f"{self.out} exists and is not an attributor run directory (it holds {', '.join(sorted(foreign)[:3])}); "
-                                 "choose another --out")
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:  # e.g. a parent of --out is a file
-            raise StoreError(f"cannot create the run directory {self.out}: {err.strerror}; choose another --out") from None
+        else:
+            self._refuse_foreign()
         atomic_write_json(config_file, self.config.model_dump(mode="json"))
+
+    def _refuse_foreign(self) -> None:
+        """A folder holding only inputs the config names (the user's checkpoints, say) becomes the run directory;
+        anything else in it might be precious: refuse."""
+        if not self.out.is_dir():
+            return
+        inputs = [Path(p).resolve() for p in self._input_paths()]
+        ours = [p for p in self.out.iterdir() if p.name == ".lock" or (p.name.startswith(".") and p.name.endswith(".tmp"))]
+        foreign = [p.name for p in self.out.iterdir()  # the lock and another writer's temporary files are not foreign
+                   if p not in ours and not any(i == p.resolve() or p.resolve() in i.parents for i in inputs)]
+        if foreign:
+            raise StoreError(f"{self.out} exists and is not an attributor run directory (it holds {', '.join(sorted(foreign)[:3])}); "
+                             "choose another --out")
+
+    def _lock(self) -> None:
+        handle = open(self.out / ".lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreError(f"another process is writing the run in {self.out}; wait for it to finish or use another --out") from None
+        self._lock_handle = handle
 
     def _input_paths(self) -> list[str]:
         """The files the config reads (data, model, checkpoints), globs expanded."""

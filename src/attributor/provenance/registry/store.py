@@ -253,11 +253,18 @@ class Registry:
         if path is None or path.exists():
             return
         missing = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]
+        above = next((folder for folder in [path.parent, *path.parent.parents] if folder.exists()), None)
+        if above is not None and not above.is_dir():
+            raise RegistryError(f"cannot create the registry at {self.url}: {above} is a file, not a folder; "
+                                "choose another --url")
         for folder in reversed(missing):
             try:
                 folder.mkdir(mode=0o700)
             except FileExistsError:  # made by a concurrent writer meanwhile
                 pass
+            except OSError as err:  # e.g. a read-only parent
+                raise RegistryError(f"cannot create the folder {folder} for the registry at {self.url}: "
+                                    f"{err.strerror}; choose another --url") from None
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # an empty file is an empty database
         except FileExistsError:
