@@ -56,7 +56,7 @@ import torch
 
 from attributor._io import atomic_write_json, atomic_write_text
 from attributor.errors import ConfigError
-from attributor.evaluation.runs import claim_run_dir, t_interval
+from attributor.evaluation.runs import claim_run_dir, t_interval, torch_threads
 
 __all__ = ["CurateBenchConfig", "run_curate_bench", "COLUMNS", "METHODS"]
 
@@ -129,15 +129,11 @@ def run_curate_bench(out: str | Path, config: CurateBenchConfig | None = None, *
     config = config or CurateBenchConfig()
     out = Path(out)
     _claim(out, config, overwrite)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         rows = []
         for variant in config.variants:
             per_seed = [_run_seed(out, config, variant, seed, log) for seed in range(config.seeds)]
             rows += _aggregate(per_seed, config, variant)
-    finally:
-        torch.set_num_threads(previous)
     _write(out, rows, config)
     return rows
 

@@ -53,26 +53,14 @@ class CurationData:
 def corrupted_digits(seed: int = 0, *, noise: float = 0.25, shift: float = 0.25, minority: float = 0.15,
                      val_fraction: float = 0.15, test_fraction: float = 0.3, max_pool: int | None = None) -> CurationData:
     """One seeded draw of the corrupted digits data (see the module docstring)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     for name, value in (("noise", noise), ("shift", shift), ("minority", minority)):
         if not 0 <= value < 1:
             raise ConfigError(f"curation {name} must be a fraction in [0, 1), got {value!r}")
-    digits = load_digits()
-    x, y = digits.images.astype(np.float64) / 16.0, digits.target.astype(np.int64)
-    rng = np.random.default_rng(seed)
-    index = np.arange(len(y))
-    rest, test = train_test_split(index, test_size=test_fraction, stratify=y, random_state=seed)
-    pool, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest], random_state=seed)
-    if max_pool is not None and len(pool) > max_pool:
-        pool = rng.choice(pool, size=max_pool, replace=False)
+    x, y, pool, val, test, rng = digit_splits(seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                                              max_pool=max_pool)
 
     def styled(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        group = (rng.random(len(ids)) < minority).astype(np.int64)
-        images = x[ids].copy()
-        images[group == 1] = 1.0 - images[group == 1]  # inverted intensities: another style of the same digit
-        return images, group
+        return minority_style(x, ids, rng, minority)
 
     x_pool, pool_group = styled(pool)
     y_pool = y[pool].copy()
@@ -90,6 +78,34 @@ def corrupted_digits(seed: int = 0, *, noise: float = 0.25, shift: float = 0.25,
     x_test, test_group = styled(test)
     return CurationData(x_train, y_train, train_group, corrupted, domain, x_val.reshape(-1, 64), y[val], val_group,
                         x_test.reshape(-1, 64), y[test], test_group, 10)
+
+
+def digit_splits(seed: int, *, val_fraction: float, test_fraction: float,
+                 max_pool: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.random.Generator]:
+    """scikit-learn's digits as (n, 8, 8) images in [0, 1] and labels, split stratified into pool / validation / test
+    row ids (the pool subsampled to ``max_pool``); returns the seeded generator the caller's draws continue."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images, labels = digits.images.astype(np.float64) / 16.0, digits.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    index = np.arange(len(labels))
+    rest, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
+    pool, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=labels[rest],
+                                 random_state=seed)
+    if max_pool is not None and len(pool) > max_pool:
+        pool = rng.choice(pool, size=max_pool, replace=False)
+    return images, labels, pool, val, test, rng
+
+
+def minority_style(images: np.ndarray, ids: np.ndarray, rng: np.random.Generator,
+                   minority: float) -> tuple[np.ndarray, np.ndarray]:
+    """``images[ids]`` with a ``minority`` fraction drawn in another style (inverted intensities), and each row's group."""
+    group = (rng.random(len(ids)) < minority).astype(np.int64)
+    out = images[ids].copy()
+    out[group == 1] = 1.0 - out[group == 1]  # another style of the same digit
+    return out, group
 
 
 def _mlp(n_features: int, n_classes: int, hidden: int, seed: int) -> torch.nn.Module:

@@ -132,16 +132,12 @@ def run_curation(config: CurateConfig, out: str | os.PathLike[str], *, progress:
         raise ConfigError(f"{out} exists and is not a curation run; refusing to write into it")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", config.model_dump_json(indent=2))
-    import torch
+    from attributor.evaluation.runs import torch_threads
 
     run = _Run(config, out, log)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(config.curate.threads)
-    try:
+    with torch_threads(config.curate.threads):
         for stage in STAGES:
             run.stage(stage)
-    finally:
-        torch.set_num_threads(previous)
     return json.loads((out / "retrain" / "metrics.json").read_text())
 
 

@@ -87,27 +87,17 @@ def paired_digits(seed: int = 0, *, mismatch: float = 0.25, duplicates: float = 
                   minority: float = 0.15, negatives: int = 8, val_fraction: float = 0.15, test_fraction: float = 0.3,
                   max_pool: int | None = None) -> PairedData:
     """One seeded draw of the paired digits data (see the module docstring)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from attributor.curation.classification import digit_splits, minority_style
 
     for name, value in (("mismatch", mismatch), ("duplicates", duplicates), ("shift", shift), ("minority", minority)):
         if not 0 <= value < 1:
             raise ConfigError(f"curation {name} must be a fraction in [0, 1), got {value!r}")
-    digits = load_digits()
-    images, labels = digits.images.astype(np.float64) / 16.0, digits.target.astype(np.int64)
-    rng = np.random.default_rng(seed)
-    index = np.arange(len(labels))
-    rest, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
-    pool, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=labels[rest],
-                                 random_state=seed)
-    if max_pool is not None and len(pool) > max_pool:
-        pool = rng.choice(pool, size=max_pool, replace=False)
+    images, labels, pool, val, test, rng = digit_splits(seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                                                        max_pool=max_pool)
     captions = _captions(images, labels, rng)
 
     def styled(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        group = (rng.random(len(ids)) < minority).astype(np.int64)
-        x = images[ids].copy()
-        x[group == 1] = 1.0 - x[group == 1]
+        x, group = minority_style(images, ids, rng, minority)
         return x.reshape(len(ids), -1), group
 
     x_pool, pool_group = styled(pool)

@@ -1,4 +1,4 @@
-"""What every benchmark command shares: claiming its output folder, and a t-interval over seeds.
+"""What every benchmark command shares: claiming its output folder, its torch threads, a t-interval over seeds.
 
 :func:`claim_run_dir` makes OUT a benchmark's own folder: a new or empty folder is
 claimed (OUT/config.json written), the same settings reuse it (its caches resume), other
@@ -8,17 +8,32 @@ holding anything else is never written into.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from attributor._io import atomic_write_json
 from attributor.errors import ConfigError
 
-__all__ = ["claim_run_dir", "t_interval"]
+__all__ = ["claim_run_dir", "t_interval", "torch_threads"]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch threads, then restore the caller's count (small models on a shared
+    machine: more threads only add overhead, ENVIRONMENT.md)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def claim_run_dir(out: Path, settings: dict[str, Any], what: str, overwrite: bool,

@@ -73,6 +73,7 @@ import numpy as np
 import torch
 
 from attributor.errors import ConfigError
+from attributor.evaluation.runs import torch_threads
 
 __all__ = ["GifBenchConfig", "run_gif_bench", "COLUMNS"]
 
@@ -153,12 +154,8 @@ def run_gif_bench(out: str | Path, config: GifBenchConfig | None = None, *, over
     config = config or GifBenchConfig()
     out = Path(out)
     _claim(out, config, overwrite)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(config.threads)  # on a shared 2-core machine one thread is 5x faster (ENVIRONMENT.md)
-    try:
+    with torch_threads(config.threads):  # on a shared 2-core machine one thread is 5x faster (ENVIRONMENT.md)
         return _run(out, config, log)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run(out: Path, config: GifBenchConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:

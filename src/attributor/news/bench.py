@@ -43,7 +43,7 @@ import torch
 
 from attributor._io import atomic_write_json, atomic_write_text
 from attributor.errors import ConfigError
-from attributor.evaluation.runs import claim_run_dir, t_interval
+from attributor.evaluation.runs import claim_run_dir, t_interval, torch_threads
 
 __all__ = ["NewsBenchConfig", "run_news_bench", "ranking_metrics"]
 
@@ -106,12 +106,8 @@ def run_news_bench(out: str | Path, config: NewsBenchConfig | None = None, *, ov
     config = config or NewsBenchConfig()
     out = Path(out)
     _claim(out, config, overwrite)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         per_seed = [_run_seed(out, config, seed, log) for seed in range(config.seeds)]
-    finally:
-        torch.set_num_threads(previous)
     metrics = _json_safe(_summarise(per_seed))
     atomic_write_json(out / "metrics.json", metrics)
     _write_md(out, metrics, config)

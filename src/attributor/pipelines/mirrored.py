@@ -12,20 +12,20 @@ is refused unless ``overwrite`` is given. Everything is seeded.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from attributor._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from attributor.errors import StoreError, StoreMismatchError
+from attributor.evaluation.runs import torch_threads  # noqa: F401  (used here and by the mirrored pipelines)
 from attributor.models import build_model, save_checkpoint
 
 __all__ = ["run_verify", "run_leakage", "open_output", "correlations", "fit_mlp", "torch_threads"]
@@ -73,15 +73,6 @@ def open_output(out: str | os.PathLike[str], command: str, settings: Any, overwr
     return out
 
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch threads (these problems are tiny: more threads only add overhead)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def correlations(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
