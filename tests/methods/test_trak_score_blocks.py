@@ -70,3 +70,13 @@ def test_every_query_grouping_gives_the_closed_form(store, monkeypatch, block_by
     assert np.array_equal(scores.values, out.astype(scores.values.dtype))
     assert np.array_equal(scores.top_indices, np.argsort(-out, axis=1, kind="stable")[:, :4])
     assert np.array_equal(scores.bottom_indices, np.argsort(out, axis=1, kind="stable")[:, :4])
+
+
+def test_dense_scores_refuse_blocks_that_leave_entries_unwritten(store, monkeypatch):
+    """The dense matrix is allocated uninitialised: a method whose blocks miss an entry is caught."""
+    method = TRAK(damping=DAMPING).fit(store)
+    blocks = list(method.score_blocks("query"))
+    monkeypatch.setattr(method, "score_blocks", lambda queries: iter(blocks[:-1]))
+    with pytest.raises(RuntimeError, match="covered"):
+        method.score("query", topk=2)
+    assert method.score("query", topk=2, dense=False).values is None  # top-k only: nothing to cover

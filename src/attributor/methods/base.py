@@ -152,6 +152,7 @@ class Method(Registered, kind="method"):
         k = max(1, min(topk, n_train))
         top, bottom = StreamingTopK(n_queries, k, largest=True), StreamingTopK(n_queries, k, largest=False)
         values = None  # allocated at the first block, in the method's output dtype
+        covered = 0  # entries written into ``values``: score_blocks must cover the matrix once
         if dense:  # refused before any work when it cannot fit (float64 assumed; checked again at the allocation)
             self._check_dense(n_queries, n_train, np.dtype(np.float64))
         with progress_bar(total=n_queries * n_train, desc=f"score {queries}", enabled=progress) as bar:
@@ -160,10 +161,14 @@ class Method(Registered, kind="method"):
                 bottom.update(rows, offset, block)
                 if dense:
                     if values is None:
-                        self._check_dense(n_queries, n_train, np.result_type(block.dtype, np.float32))
-                        values = np.zeros((n_queries, n_train), dtype=np.result_type(block.dtype, np.float32))
+                        dtype = np.result_type(block.dtype, np.float32)
+                        self._check_dense(n_queries, n_train, dtype)
+                        values = _uninitialised((n_queries, n_train), dtype)
                     values[rows, offset : offset + block.shape[1]] = block
+                    covered += block.size
                 bar.update(block.size)
+        if values is not None and covered != n_queries * n_train:
+            raise RuntimeError(f"{type(self).__name__}.score_blocks covered {covered} of {n_queries * n_train} scores")
         top_indices, top_values = top.result()
         bottom_indices, bottom_values = bottom.result()
         meta = {**self.spec(), "queries": queries, "train": split, "n_queries": n_queries, "n_train": n_train}
@@ -177,6 +182,16 @@ class Method(Registered, kind="method"):
         if not hasattr(self, "split_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(store) first")
         return self.store_, self.split_
+
+
+def _uninitialised(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array from torch's allocator (every entry is written by the caller).
+
+    numpy backs large arrays with transparent huge pages; on the VMs we measured, faulting
+    those in made filling a fresh 4 GB score matrix take 1.2-9.1 s against 1.7-2.0 s for the
+    same array from torch's allocator (benchmarks/score_gemm.py, RESULTS.md).
+    """
+    return torch.empty(shape, dtype=torch.float64 if dtype == np.float64 else torch.float32).numpy()
 
 
 def get_method(name: str, **kwargs: Any) -> Method:
