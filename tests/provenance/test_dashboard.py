@@ -81,7 +81,9 @@ def test_heatmap_orders_by_family_then_type_and_leaves_nulls_as_gaps():
     trace = heatmap_figure(analysis).data[0]
     assert sum(v is None for row in trace.z for v in row) == 2
     ids = [m.model_id for m in order]
-    assert trace.z[ids.index("llama-Base")][ids.index("llama-Chat")] == pytest.approx(analysis.matrix[1, 0])
+    # the colour is the quantile of the pair; the hover's customdata keeps the similarity itself
+    assert trace.customdata[ids.index("llama-Base")][ids.index("llama-Chat")] == pytest.approx(analysis.matrix[1, 0])
+    assert sum(v is None for row in trace.customdata for v in row) == 2
     assert "Llama Base" in trace.text[0][1] and "llama, Chat" in trace.text[0][1]  # hover: both models
 
 

@@ -53,9 +53,11 @@ def test_eval_on_the_tiny_zoo_writes_the_report(tmp_path, tiny_zoo_build, capsys
     out = tmp_path / "eval"
     assert main(["provenance", "eval", "--zoo", str(zoo), "--out", str(out), "-m", "embedding_gram", "-m", "input_output", "-q"]) == 0
     report = json.loads((out / "metrics.json").read_text())
-    assert set(report) == {"embedding_gram", "input_output"}
+    assert set(report) == {"embedding_gram", "input_output", "combined"}  # combined: their mean z-scored similarity
+    assert report["combined"]["methods"] == ["embedding_gram", "input_output"]
     types = {e["model_type"] for e in entries} - {"Base"}
     for row in report.values():
+        assert set(row["by_derivation"]) == types and row["by_derivation"]["Quantized"]["n"] == len({e["family"] for e in entries})
         assert 0 <= row["auc"] <= 1 and 0 <= row["accuracy"] <= 1 and set(row["by_type"]) == types
         assert row["accuracy_chance"] > 0.5 and row["n_positive"] == 4 * len({e["family"] for e in entries})
     # an int8 copy of a model is the easiest derived type: every weight fingerprint finds it

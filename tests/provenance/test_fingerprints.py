@@ -41,7 +41,7 @@ def test_metrics_match_their_formulas_in_float64():
     from scipy.spatial.distance import jensenshannon
 
     assert get_metric("jensen_shannon")(a, b) == pytest.approx(1 - jensenshannon(a, b, base=2) ** 2, abs=1e-12)
-    for name in metric_names():
+    for name in set(metric_names()) - {"aligned_blocks"}:  # that one reads block fingerprints only (test_weight_fingerprints)
         assert get_metric(name)(a, a) == pytest.approx(1.0)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from attributor.errors import ConfigError
 from attributor.provenance.models import content_hash, load_causal_lm
-from attributor.provenance.zoo import MODEL_TYPES, PRESETS, build_zoo, load_zoo_info
+from attributor.provenance.zoo import PRESETS, ZOO_TYPES, build_zoo, load_zoo_info
 
 SPEC = PRESETS["tiny"]
 
@@ -49,7 +49,7 @@ def test_model_info_lists_every_family_and_type(zoo):
     assert json.loads((out / "model_info.json").read_text()) == entries
     families = {f.name for f in SPEC.families}
     assert len(families) >= 4 and {f.arch for f in SPEC.families} == {"gpt2", "llama"}
-    assert {(e["family"], e["model_type"]) for e in entries} == set(itertools.product(families, MODEL_TYPES))
+    assert {(e["family"], e["model_type"]) for e in entries} == set(itertools.product(families, ZOO_TYPES))
     ids = _by_id(entries)
     assert len(ids) == len(entries)
     for e in entries:

@@ -5,6 +5,8 @@
 * ``analyze``: family and type statistics, text and JSON reports, interactive dashboards.
 * ``zoo``: build tiny related and unrelated causal LMs to test fingerprints on.
 * ``eval``: provenance accuracy (ROC AUC per method and derived type) on a zoo.
+* ``calibrate``: fit the "derived" threshold and probability map on a calibration zoo.
+* ``lineage``: each model's most likely parent(s) with a calibrated score, and the graph.
 * ``methods``: the fingerprint methods and similarity metrics.
 
 Registered in :mod:`attributor.cli` with ``app.add_typer(provenance.app, name="provenance")``.
@@ -56,7 +58,7 @@ def analyze(results_file: Path = typer.Option(..., "--results-file", help="simil
 
 @app.command()
 def zoo(out: Path = typer.Option(Path("runs/zoo"), "--out", "-o", help="Zoo folder."),
-        preset: str = typer.Option("default", "--preset", help="default (minutes on 2 cores) or tiny (seconds, for tests)."),
+        preset: str = typer.Option("default", "--preset", help="default (minutes on 2 cores), tiny (seconds, for tests), hard (default + the harder derivations of issue 18) or hard-small (for tests)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the whole zoo."),
         set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Change one preset setting, e.g. --set finetune_steps=120 (repeatable)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild a zoo folder made with other settings."),
@@ -76,8 +78,9 @@ def eval_(zoo: Path = typer.Option(Path("runs/zoo"), "--zoo", help="Zoo folder (
           out: Path = typer.Option(Path("runs/provenance-eval"), "--out", "-o", help="Output folder."),
           method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Fingerprint method (repeatable; default: all)."),
           arg: Optional[List[str]] = typer.Option(None, "--arg", "-a", help="One method argument, e.g. -a input_output.n0=20 (repeatable; the value is read as JSON, else as text)."),
+          combine: Optional[List[str]] = typer.Option(None, "--combine", help="Method averaged (z-scored) into the 'combined' row (repeatable; default: every evaluated method)."),
           quiet: bool = QuietOpt) -> None:
-    """ROC AUC and best-threshold accuracy of related-vs-unrelated pairs, per method and derived type."""
+    """ROC AUC and best-threshold accuracy of related-vs-unrelated pairs, per method, derived type and derivation."""
     import json
 
     from attributor.errors import ConfigError
@@ -95,12 +98,65 @@ def eval_(zoo: Path = typer.Option(Path("runs/zoo"), "--zoo", help="Zoo folder (
             methods[name][field] = json.loads(value)
         except ValueError:
             methods[name][field] = value
-    report = evaluate_zoo(zoo, out, methods=methods, progress=not quiet)
+    report = evaluate_zoo(zoo, out, methods=methods, progress=not quiet, combine=combine)
+    from attributor.provenance.evaluate import derivation_table
+
     for name, row in report.items():
         by_type = ", ".join(f"{t} {v:.3f}" for t, v in row["by_type"].items() if v is not None)
-        typer.echo(f"{name:16s} AUC {row['auc']:.3f} (chance 0.5)  accuracy {row['accuracy']:.3f} "
-                   f"(chance {row['accuracy_chance']:.3f})  by type: {by_type}")
-    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'results.md'}")
+        _echo_wrapped(f"{name:16s} AUC {row['auc']:.3f} (chance 0.5)  accuracy {row['accuracy']:.3f} "
+                      f"(chance {row['accuracy_chance']:.3f})")
+        _echo_wrapped(f"  AUC by type: {by_type}", indent="    ")
+    for line in derivation_table(report):
+        typer.echo(line)
+    _echo_wrapped(f"wrote {out / 'metrics.json'} and {out / 'results.md'}")
+
+
+@app.command()
+def calibrate(out: Path = typer.Option(Path("runs/calibration/calibration.json"), "--out", "-o", help="calibration.json to write (a folder: calibration.json in it)."),
+              results_file: Optional[Path] = typer.Option(None, "--results-file", help="similarity_matrices.json of the calibration zoo."),
+              model_info: Optional[Path] = typer.Option(None, "--model-info", help="The calibration zoo's model_info.json (it must list the parents)."),
+              zoo: Optional[Path] = typer.Option(None, "--zoo", help="A calibration zoo folder: fingerprinted first (beside --out), reusing matrices there."),
+              method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="Method to calibrate (repeatable; default: all in the results)."),
+              metric: Optional[str] = typer.Option(None, "--metric", help="Metric (default: each method's default metric)."),
+              quiet: bool = QuietOpt) -> None:
+    """Fit each method's "derived" threshold and probability map on a zoo whose parents are known."""
+    from attributor.provenance.calibration import run_calibrate
+
+    calibration = run_calibrate(out, results_file=results_file, model_info=model_info, zoo=zoo, methods=method,
+                                metric=metric, progress=not quiet)
+    for name, c in sorted(calibration.methods.items()):
+        typer.echo(f"{name:16s} {c.metric:14s} threshold {c.threshold:.6g}  balanced accuracy "
+                   f"{c.balanced_accuracy:.3f}  AUC {c.auc:.3f}")
+    typer.echo(f"wrote {out / 'calibration.json' if out.is_dir() else out}")
+
+
+@app.command()
+def lineage(calibration: Path = typer.Option(..., "--calibration", help="calibration.json from `provenance calibrate` (fitted on another zoo)."),
+            out: Path = typer.Option(Path("runs/lineage"), "--out", "-o", help="Folder for lineage.json, lineage.csv, lineage.html."),
+            results_file: Optional[Path] = typer.Option(None, "--results-file", help="similarity_matrices.json of the models to answer for."),
+            model_info: Optional[Path] = typer.Option(None, "--model-info", help="Their model_info.json: types for the direction, parents for the evaluation."),
+            zoo: Optional[Path] = typer.Option(None, "--zoo", help="A zoo folder: fingerprinted first (into --out), reusing matrices there."),
+            method: Optional[str] = typer.Option(None, "--method", "-m", help="Method (default: the calibrated one with the best balanced accuracy)."),
+            direction: str = typer.Option("auto", "--direction", help="auto (a Base has no parent, then the more root-like relative) or centrality (ignore model types)."),
+            min_merge_weight: float = typer.Option(0.25, "--min-merge-weight", help="How far (0-0.5) a model must lie from its first parent toward a second, unrelated one to be called their merge."),
+            quiet: bool = QuietOpt) -> None:
+    """Each model's most likely parent(s) with a calibrated probability; merges get two parents."""
+    from attributor.provenance.lineage import run_lineage
+
+    run_lineage(calibration, out, results_file=results_file, model_info=model_info, zoo=zoo, method=method,
+                direction=direction, min_merge_weight=min_merge_weight, console=not quiet, progress=not quiet)
+
+
+def _echo_wrapped(text: str, indent: str = "  ") -> None:
+    """Echo ``text`` wrapped between words to the terminal's width (``COLUMNS``), so nothing is cut
+    (a word longer than the width, e.g. a path, gets a line of its own, whole)."""
+    import shutil
+    import textwrap
+
+    width = max(40, shutil.get_terminal_size((80, 24)).columns)
+    for line in textwrap.wrap(text, width=width, subsequent_indent=indent, break_on_hyphens=False,
+                                break_long_words=False) or [""]:
+        typer.echo(line)
 
 
 def _key_values(items: Optional[List[str]], option: str, example: str) -> list[tuple[str, str]]:

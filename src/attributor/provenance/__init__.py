@@ -8,4 +8,9 @@ Importing this package imports none of transformers, SQLAlchemy or plotly.
 """
 
 #: The model types of the provenance vocabulary (model info, registry, zoo, analysis).
-MODEL_TYPES = ("Base", "Chat", "Fine-tuned", "Quantized", "Pruned", "Distilled")
+#: The last seven are the harder derivations of issue 18 (the ``hard`` zoo presets).
+MODEL_TYPES = ("Base", "Chat", "Fine-tuned", "Quantized", "Pruned", "Distilled",
+               "LoRA", "Continued", "BlockDrop", "Merge", "Noise", "Int4", "Permuted")
+
+#: The types every family of a zoo gets (the default and tiny presets build exactly these).
+ZOO_TYPES = MODEL_TYPES[:6]

@@ -445,25 +445,49 @@ def stat_cells(stats: PairStats, digits: int = 4) -> list[str]:
             fmt_variance(stats.variance, digits)]
 
 
-def format_tables(analysis: Analysis) -> list[Any]:
-    """One rich Table per category, rows sorted by mean (highest first)."""
+def format_tables(analysis: Analysis, width: int | None = None) -> list[Any]:
+    """One rich Table per category, rows sorted by mean (highest first), that fits ``width``
+    columns (default: the console's, e.g. ``COLUMNS``) without cutting a cell: the key column
+    folds onto more lines, and when even the numbers do not fit beside a 12-character key, each
+    group is printed as its key over a line of ``name value`` statistics."""
+    from rich import box
+    from rich.console import Console
     from rich.table import Table
 
+    width = width or Console().width
     tables = []
     show_null = analysis.n_null > 0
+    columns = STAT_COLUMNS + (("null",) if show_null else ())
     for category in CATEGORIES:
-        table = Table(title=f"{CATEGORY_TITLES[category]} [{analysis.method} / {analysis.metric}]",
-                      caption="variance: population (ddof=0)" + ("; null: pairs not comparable" if show_null else ""),
-                      title_justify="left")
-        width = max([len(KEY_COLUMN[category])] + [len(g.key) for g in analysis.groups(category)])
-        table.add_column(KEY_COLUMN[category], overflow="fold", min_width=min(width, 40))
-        for column in STAT_COLUMNS + (("null",) if show_null else ()):
-            table.add_column(column, justify="right")
-        for group in analysis.groups(category):
-            extra = [str(group.stats.n_null)] if show_null else []
-            table.add_row(group.key, *stat_cells(group.stats), *extra)
-        if not analysis.groups(category):
-            table.add_row("(no pairs)", *[""] * (len(table.columns) - 1))
+        groups = analysis.groups(category)
+        rows = [(g.key, [*stat_cells(g.stats), *([str(g.stats.n_null)] if show_null else [])]) for g in groups]
+        title = f"{CATEGORY_TITLES[category]} [{analysis.method} / {analysis.metric}]"
+        caption = "variance: population (ddof=0)" + ("; null: pairs not comparable" if show_null else "")
+        number_widths = [max([len(c)] + [len(r[1][k]) for r in rows]) for k, c in enumerate(columns)]
+        key_width = max([len(KEY_COLUMN[category])] + [len(key) for key, _ in rows])
+        numbers = sum(number_widths) + 3 * (len(columns) + 1) + 1  # a rule and two spaces of padding per column
+        natural = key_width + numbers
+        if natural <= width:
+            table = Table(title=title, caption=caption, title_justify="left")
+            table.add_column(KEY_COLUMN[category], overflow="fold", min_width=min(key_width, 40))
+        elif numbers + 12 <= width:
+            table = Table(title=title, caption=caption, title_justify="left", box=box.SIMPLE_HEAD)
+            table.add_column(KEY_COLUMN[category], overflow="fold", max_width=width - numbers)
+        else:  # stacked: the key, then its statistics on a line that wraps between items
+            table = Table(title=title, caption=caption, title_justify="left", box=box.SIMPLE_HEAD, show_header=False)
+            table.add_column(KEY_COLUMN[category], overflow="fold")
+            for key, cells in rows:
+                table.add_row(f"{key}\n  " + "  ".join(f"{c} {v}" for c, v in zip(columns, cells)))
+            if not rows:
+                table.add_row("(no pairs)")
+            tables.append(table)
+            continue
+        for column, cell_width in zip(columns, number_widths):
+            table.add_column(column, justify="right", no_wrap=True, min_width=cell_width)
+        for key, cells in rows:
+            table.add_row(key, *cells)
+        if not rows:
+            table.add_row("(no pairs)", *[""] * len(columns))
         tables.append(table)
     return tables
 

@@ -11,6 +11,12 @@ arguments. A fingerprint is a 1-D float64 numpy vector.
 | next_token      | outputs only (no weights)     | any reparametrisation of the weights      | jensen_shannon |
 | embedding_gram  | input embedding matrix        | any orthogonal map (so any permutation)   | correlation    |
 |                 |                               | of the hidden units                       |                |
+| weight_invariants | every block's weights, read | permutations of heads, hidden units and   | aligned_blocks |
+|                 | by probe-token embeddings     | the residual stream (HuRef terms)         |                |
+| hidden_cka      | every layer's hidden states   | any orthogonal map / scale of each layer  | aligned_blocks |
+|                 | on probe prompts              | (REEF, linear CKA); any vocabulary        |                |
+
+The last two live in :mod:`.weight_fingerprints` (imported at the end of this module).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from attributor.registry import Registered
 __all__ = ["Fingerprinter", "get_fingerprinter", "fingerprinter_names", "args_hash", "canonical_args", "read_word_list", "DEFAULT_METRIC"]
 
 #: The metric each method's fingerprints are meant to be compared with.
-DEFAULT_METRIC = {"input_output": "l1", "next_token": "jensen_shannon", "embedding_gram": "correlation"}
+DEFAULT_METRIC = {"input_output": "l1", "next_token": "jensen_shannon", "embedding_gram": "correlation",
+                  "weight_invariants": "aligned_blocks", "hidden_cka": "aligned_blocks"}
 
 
 def canonical_args(args: Any) -> str:
@@ -326,3 +333,6 @@ class EmbeddingGram(Fingerprinter, key="embedding_gram"):
         rows = rows / np.where(norms > 0, norms, 1.0)
         gram = rows @ rows.T
         return gram[np.triu_indices(len(ids), k=1)]
+
+
+from attributor.provenance import weight_fingerprints as _weight_fingerprints  # noqa: E402,F401  (registers two methods)

@@ -11,6 +11,8 @@ metric's maximum (1 for all of these). Vectors of different lengths are not comp
 | euclidean       | 1 / (1 + |a - b|)                                              | (0, 1]    |
 | correlation     | Pearson correlation of the entries                             | [-1, 1]   |
 | jensen_shannon  | 1 - JSD(a/sum a, b/sum b), base-2 logarithms (a, b >= 0)       | [0, 1]    |
+| aligned_blocks  | mean cosine of the blocks matched by the best monotone         | [-1, 1]   |
+|                 | alignment of two block fingerprints (weight_invariants, ...)   |           |
 """
 
 from __future__ import annotations
@@ -112,6 +114,56 @@ class JensenShannon(Similarity, key="jensen_shannon"):
             return float((x[nz] * np.log2(x[nz] / m[nz])).sum())
 
         return 1.0 - float(np.clip((kl(p) + kl(q)) / 2, 0.0, 1.0))
+
+
+class AlignedBlocks(Similarity, key="aligned_blocks"):
+    """Block fingerprints (:func:`attributor.provenance.weight_fingerprints.pack_blocks`) under the best layer alignment.
+
+    S[i, j] is the mean over terms t of cos(a_i^t, b_j^t) for block i of a and block j of b.
+    With m = min(L_a, L_b) blocks, every block of the shorter model is matched to a distinct
+    block of the longer one in increasing order (a dropped block is skipped, never crossed),
+    the alignment maximising sum S over the matched pairs (dynamic programming, O(L_a L_b)),
+    and the similarity is that sum / m. Fingerprints of different term counts, term lengths or
+    vocabulary signatures are :class:`IncomparableError`.
+    """
+
+    summary = "mean block cosine under the best monotone alignment of two models' layers (block fingerprints)"
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> float:
+        a = np.asarray(a, dtype=np.float64).ravel()
+        b = np.asarray(b, dtype=np.float64).ravel()
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise DataError(f"{self.key}: a fingerprint contains NaN or inf")
+        return float(self._similarity(a, b))
+
+    def _similarity(self, a, b):
+        from attributor.provenance.weight_fingerprints import unpack_blocks
+
+        (blocks_a, sig_a), (blocks_b, sig_b) = unpack_blocks(a), unpack_blocks(b)
+        if blocks_a.shape[1:] != blocks_b.shape[1:] or sig_a != sig_b:
+            raise IncomparableError(f"{self.key}: block fingerprints of other probes, terms or vocabularies are not comparable")
+        scores = block_similarities(blocks_a, blocks_b)
+        return best_monotone_alignment(scores if scores.shape[0] <= scores.shape[1] else scores.T)
+
+
+def block_similarities(blocks_a: np.ndarray, blocks_b: np.ndarray) -> np.ndarray:
+    """(L_a, L_b) mean over terms of the cosine of block i of a and block j of b ((L, T, m) arrays)."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        norms = np.linalg.norm(x, axis=-1, keepdims=True)
+        return x / np.where(norms > 0, norms, 1.0)
+
+    return np.einsum("itm,jtm->ij", unit(blocks_a), unit(blocks_b)) / blocks_a.shape[1]
+
+
+def best_monotone_alignment(scores: np.ndarray) -> float:
+    """Max over increasing matchings of all L_a rows to distinct columns (L_a <= L_b) of the mean matched score."""
+    rows, cols = scores.shape
+    best = np.full((rows + 1, cols + 1), -np.inf)
+    best[0, :] = 0.0
+    for i in range(1, rows + 1):
+        for j in range(i, cols + 1):
+            best[i, j] = max(best[i, j - 1], best[i - 1, j - 1] + scores[i - 1, j - 1])
+    return float(np.clip(best[rows, cols] / rows, -1.0, 1.0))
 
 
 def metric_names() -> list[str]:

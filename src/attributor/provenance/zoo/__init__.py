@@ -23,6 +23,11 @@ Every family gets five **derived** models, the types of the model-provenance lit
 * ``Distilled``: a fresh, smaller student (its own seed, same config class) trained only to
   match the base's next-token distributions; it never sees the base's weights.
 
+The ``hard`` and ``hard-small`` presets add the harder derivations of :mod:`.hard` per family
+(``LoRA`` merged, ``Continued`` pretraining, ``BlockDrop``, ``Noise`` at 1/5/20 %, ``Int4``,
+``Permuted``) and a ``Merge`` of every two families of the same architecture (two parents);
+their ``model_info.json`` entries also carry ``parents`` and ``derivation``.
+
 All models share one tokenizer, so behavioural fingerprints compare across families. The
 build is deterministic (a seed per model derived from ``seed`` and the model id), resumable
 (each model is written to a temporary folder and renamed; finished models are skipped) and
@@ -30,18 +35,18 @@ atomic (``model_info.json`` is written last).
 
 Modules: :mod:`.settings` (:class:`FamilySpec`, :class:`ZooPreset`, the presets and per-model
 seeds), :mod:`.corpora` (the corpora, the tokenizer and token streams), :mod:`.derive` (fresh
-models, int8 quantization, magnitude pruning), :mod:`.training` (the training loops) and
+models, int8 quantization, magnitude pruning), :mod:`.hard` (the harder derivations), :mod:`.training` (the training loops) and
 :mod:`.build` (:func:`build_zoo`, the folder, resuming and making each model).
 """
 
 from __future__ import annotations
 
-from attributor.provenance import MODEL_TYPES
+from attributor.provenance import MODEL_TYPES, ZOO_TYPES
 from attributor.provenance.zoo.build import build_zoo, load_zoo_info
 from attributor.provenance.zoo.corpora import chat_dialogues, family_sections, finetuning_text, pretraining_text, zoo_tokenizer
 from attributor.provenance.zoo.derive import prune_magnitude_, quantize_int8_
 from attributor.provenance.zoo.settings import PRESETS, FamilySpec, ZooPreset, resolve_preset
 
-__all__ = ["build_zoo", "FamilySpec", "ZooPreset", "PRESETS", "MODEL_TYPES", "load_zoo_info",
+__all__ = ["build_zoo", "FamilySpec", "ZooPreset", "PRESETS", "MODEL_TYPES", "ZOO_TYPES", "load_zoo_info",
            "zoo_tokenizer", "pretraining_text", "finetuning_text", "chat_dialogues",
            "quantize_int8_", "prune_magnitude_", "resolve_preset", "family_sections"]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 from attributor._compare import differences
 from attributor._io import atomic_directory, atomic_write_json
 from attributor.errors import ConfigError
-from attributor.provenance import MODEL_TYPES
+from attributor.provenance import ZOO_TYPES
 from attributor.provenance.zoo.corpora import (
     FINETUNE_MODULES,
     _family_stream,
@@ -36,6 +36,38 @@ def _entry(spec: FamilySpec, model_type: str) -> dict[str, Any]:
     return {"model_id": model_id, "family": spec.name, "model_type": model_type,
             "display_name": f"{spec.display or spec.name} ({model_type})", "path": f"models/{model_id}",
             "base": None if model_type == "Base" else spec.name}
+
+
+def _variant(model_type: str, name: str) -> str:
+    """"Noise 20%" for noise20; the type itself otherwise."""
+    return f"{model_type} {name[len('noise'):]}%" if name.startswith("noise") else model_type
+
+
+def _hard_entries(spec: ZooPreset) -> list[dict[str, Any]]:
+    """The ``derivations`` of a hard preset: per family (all but merge), then one merge per same-architecture pair."""
+    from attributor.provenance.zoo.hard import HARD_DERIVATIONS
+
+    entries = []
+    for family in spec.families:
+        for name in spec.derivations:
+            if name == "merge":
+                continue
+            model_type, suffix = HARD_DERIVATIONS[name]
+            model_id = family.name + suffix
+            entries.append({"model_id": model_id, "family": family.name, "model_type": model_type,
+                            "display_name": f"{family.display or family.name} ({_variant(model_type, name)})",
+                            "path": f"models/{model_id}", "base": family.name, "parents": [family.name],
+                            "derivation": name})
+    if "merge" in spec.derivations:
+        for i, a in enumerate(spec.families):
+            for b in spec.families[i + 1:]:
+                if (a.arch, a.hidden, a.layers, a.heads, a.kv_heads) == (b.arch, b.hidden, b.layers, b.heads, b.kv_heads):
+                    model_id = f"merge-{a.name}-{b.name}"
+                    entries.append({"model_id": model_id, "family": a.name, "model_type": "Merge",
+                                    "display_name": f"{a.display or a.name} + {b.display or b.name} (Merge)",
+                                    "path": f"models/{model_id}", "base": a.name, "parents": [a.name, b.name],
+                                    "derivation": "merge"})
+    return entries
 
 
 def load_zoo_info(out: str | os.PathLike[str]) -> dict[str, Any]:
@@ -103,7 +135,7 @@ def build_zoo(out: str | os.PathLike[str], *, preset: str = "default", seed: int
     settings = _settings(preset, seed, spec)
     say = log or (lambda _: None)
     info = _open_dir(out, settings, overwrite)
-    entries = [_entry(f, t) for f in spec.families for t in MODEL_TYPES]
+    entries = [_entry(f, t) for f in spec.families for t in ZOO_TYPES] + _hard_entries(spec)
     pending = [e for e in entries if not (e["model_id"] in info["models"] and (out / e["path"]).is_dir())]
     if pending:
         say(f"building {len(pending)} of {len(entries)} zoo models in {out} (preset {preset}, seed {seed})")
@@ -197,6 +229,7 @@ def _build_one(out: Path, entry: dict[str, Any], family: FamilySpec, spec: ZooPr
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
     record.update(model_type=entry["model_type"], base=entry["base"], params=_n_params(model),
+                  **({"parents": entry["parents"], "derivation": entry["derivation"]} if "derivation" in entry else {}),
                   build_seconds=round(time.perf_counter() - started, 2))
     info["models"][entry["model_id"]] = record
     atomic_write_json(out / "zoo.json", info)
@@ -216,6 +249,8 @@ def _make(out: Path, entry: dict[str, Any], family: FamilySpec, spec: ZooPreset,
     record: dict[str, Any] = {"seed": own}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(own)
+        if "derivation" in entry:
+            return _make_hard(out, entry, family, spec, tokenizer, streams, seed, own, progress, record), record
         if kind == "Base":
             model = _new_model(family, spec, tokenizer, own)
             record["training"] = _lm_training(model, _family_stream(streams, tokenizer, family, spec, seed),
@@ -258,3 +293,52 @@ def _make(out: Path, entry: dict[str, Any], family: FamilySpec, spec: ZooPreset,
             record["student"] = asdict(student_spec)
             return student, record
         return base, record
+
+
+def _make_hard(out: Path, entry: dict[str, Any], family: FamilySpec, spec: ZooPreset, tokenizer: Any,
+               streams: dict[str, Any], seed: int, own: int, progress: bool, record: dict[str, Any]) -> Any:
+    """One harder derivation (:mod:`.hard`) of the saved base(s); what was done is added to ``record``."""
+    import torch
+
+    from attributor.provenance.zoo import hard
+
+    name, model_id = entry["derivation"], entry["model_id"]
+    model = _load(out / f"models/{entry['parents'][0]}")
+    record["derivation"] = name
+    if name == "lora":
+        n = hard.add_lora_(model, spec.lora_rank, spec.lora_alpha, own)
+        record["training"] = _lm_training(model, streams["finetune"], spec.lora_steps, spec.lora_lr, spec, own,
+                                          f"{model_id} lora", progress)
+        hard.merge_lora_(model)
+        record.update(rank=spec.lora_rank, alpha=spec.lora_alpha, matrices=n, corpus="finetune", merged=True)
+    elif name == "continued":
+        record["training"] = _lm_training(model, streams["finetune"], spec.continued_steps, spec.continued_lr, spec, own,
+                                          f"{model_id} continued", progress)
+        record["corpus"] = "finetune"
+    elif name == "blockdrop":
+        index = own % len(hard._blocks(model))
+        hard.drop_block_(model, index)
+        record["dropped_block"] = index
+        record["training"] = _lm_training(model, _family_stream(streams, tokenizer, family, spec, seed),
+                                          spec.blockdrop_recovery_steps, spec.prune_recovery_lr, spec, own,
+                                          f"{model_id} recover", progress)
+    elif name in hard.NOISE_LEVELS:
+        record.update(level=hard.NOISE_LEVELS[name], tensors=hard.add_noise_(model, hard.NOISE_LEVELS[name], own))
+    elif name == "int4":
+        record["quantization"] = hard.quantize_int4_(model)
+    elif name == "permuted":
+        batch = streams["pretrain"][: spec.context].unsqueeze(0)
+        with torch.no_grad():
+            before = model(input_ids=batch).logits
+            record.update(hard.permute_(model, own))
+            difference = float((model(input_ids=batch).logits - before).abs().max())
+        if difference > 1e-3:
+            raise ConfigError(f"{model_id}: the permuted model's logits differ from its base's by {difference:g}")
+        record["max_logit_difference"] = difference
+    elif name == "merge":
+        hard.merge_uniform(model, _load(out / f"models/{entry['parents'][1]}"))
+        record["parents"] = entry["parents"]
+    else:  # pragma: no cover - the presets name only known derivations
+        raise ConfigError(f"unknown zoo derivation {name!r}")
+    model.config.attributor_derivation = {k: v for k, v in record.items() if k not in ("training", "seed")}
+    return model

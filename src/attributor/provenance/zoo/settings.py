@@ -53,6 +53,22 @@ class ZooPreset:
     family_corpus_fraction: float = 1.0  # each family pretrains on its own seeded share of the documentation sections
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
+    # the harder derivations (issue 18; :mod:`.hard`): none in the default and tiny presets
+    derivations: tuple[str, ...] = ()
+    lora_rank: int = 4
+    lora_alpha: float = 8.0
+    lora_steps: int = 100
+    lora_lr: float = 2e-3
+    continued_steps: int = 200
+    continued_lr: float = 1e-3
+    blockdrop_recovery_steps: int = 40
+
+
+#: Fields that only matter with ``derivations``: left out of the saved settings of a preset without them,
+#: so default and tiny zoos built before they existed still match.
+HARD_FIELDS = ("derivations", "lora_rank", "lora_alpha", "lora_steps", "lora_lr", "continued_steps", "continued_lr",
+               "blockdrop_recovery_steps")
+ALL_DERIVATIONS = ("lora", "continued", "blockdrop", "noise1", "noise5", "noise20", "int4", "permuted", "merge")
 
 
 def _families(hidden: int, wide: int) -> tuple[FamilySpec, ...]:
@@ -70,6 +86,13 @@ PRESETS: dict[str, ZooPreset] = {
     "tiny": ZooPreset(families=_families(32, 48), context=64, batch_size=8,
                       pretrain_steps=200, chat_steps=25, finetune_steps=25, prune_recovery_steps=10,
                       distill_steps=40),
+    # the default zoo plus every harder derivation: 5 x 15 models and a merge of the two GPT-2 A/B families
+    "hard": ZooPreset(families=_families(64, 96), derivations=ALL_DERIVATIONS),
+    # for tests: three tiny families (GPT-2 A and B, the confusable pair, and the GQA Llama), short runs
+    "hard-small": ZooPreset(families=tuple(f for f in _families(32, 48) if f.name in ("gpt2-a", "gpt2-b", "llama-b")),
+                            context=64, batch_size=8, pretrain_steps=150, chat_steps=15, finetune_steps=15,
+                            prune_recovery_steps=8, distill_steps=25, derivations=ALL_DERIVATIONS,
+                            lora_steps=20, continued_steps=40, blockdrop_recovery_steps=8),
 }
 
 
@@ -80,7 +103,7 @@ def resolve_preset(preset: str, changes: dict[str, Any] | None = None) -> ZooPre
     base = PRESETS[preset]
     if not changes:
         return base
-    fields = {name: type(getattr(base, name)) for name in base.__dataclass_fields__ if name != "families"}
+    fields = {name: type(getattr(base, name)) for name in base.__dataclass_fields__ if name not in ("families", "derivations")}
     unknown = sorted(set(changes) - set(fields))
     if unknown:
         raise ConfigError(f"unknown zoo setting(s) {unknown}; known: {', '.join(sorted(fields))}")
@@ -98,6 +121,11 @@ def resolve_preset(preset: str, changes: dict[str, Any] | None = None) -> ZooPre
 def _settings(preset: str, seed: int, spec: ZooPreset) -> dict[str, Any]:
     fields = asdict(spec)
     fields["families"] = [asdict(f) for f in spec.families]
+    if spec.derivations:
+        fields["derivations"] = list(spec.derivations)
+    else:
+        for name in HARD_FIELDS:
+            fields.pop(name)
     return {"schema_version": SCHEMA_VERSION, "preset": preset, "seed": int(seed), "spec": fields}
 
 
