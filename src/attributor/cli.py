@@ -243,6 +243,10 @@ def bench(suite: str = typer.Option("quick", "--suite", help="quick (a few minut
           executor: str = typer.Option("local", "--executor", help="Where the retrains run: local or ray (needs the ray extra of attributor)."),
           ray_address: Optional[str] = RayAddressOpt,
           projection: str = typer.Option("gaussian", "--projection", help="Projection of our gradient features: gaussian (dense), factored, sparse, rademacher."),
+          task: Optional[List[str]] = typer.Option(None, "--task", help="Run only this task of the suite (repeatable); default: every task."),
+          curve: bool = typer.Option(False, "--curve", help="Instead of the bench table: LDS against the number of independently trained models, the projection dimension and seconds (OUT/curve)."),
+          curve_models: str = typer.Option("1,2,5,10", "--curve-models", help="With --curve: numbers of independent models."),
+          curve_dims: str = typer.Option("256,512,1024,2048,4096", "--curve-dims", help="With --curve: projection dimensions k."),
           quiet: bool = QuietOpt) -> None:
     """Measure every method on the bench tasks: LDS, mislabel AUC, LOO, brittleness, time, memory."""
     from attributor.executors import make_executor
@@ -250,9 +254,27 @@ def bench(suite: str = typer.Option("quick", "--suite", help="quick (a few minut
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     pool = make_executor(executor, workers, ray_address)
-    rows = run_bench(suite, out, methods=chosen, peers=peers, executor=pool, progress=not quiet, projection=projection,
+    if curve:
+        from attributor.pipelines.curve import CURVE_PEERS, CurveGrid, run_curve
+
+        ours = tuple(m for m in chosen if m not in CURVE_PEERS) if chosen else CurveGrid.methods
+        theirs = tuple(m for m in chosen if m in CURVE_PEERS) if chosen else CURVE_PEERS if peers else ()
+        grid = CurveGrid(models=_int_list(curve_models, "--curve-models"), dims=_int_list(curve_dims, "--curve-dims"),
+                         methods=ours, peers=theirs)
+        rows = run_curve(suite, out, tasks=task or None, grid=grid, executor=pool, progress=not quiet,
+                         log=(lambda message: None) if quiet else (lambda message: typer.echo(message, err=True)))
+        typer.echo(f"{len(rows)} curve rows: {out / 'curve' / 'curve.csv'}, {out / 'curve' / 'curve.md'}")
+        return
+    rows = run_bench(suite, out, methods=chosen, peers=peers, executor=pool, progress=not quiet, projection=projection, tasks=task or None,
                      log=(lambda message: None) if quiet else (lambda message: typer.echo(message, err=True)))
     typer.echo(f"{len(rows)} rows: {out / 'results.csv'}, {out / 'results.md'}")
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated integers, got {text!r}") from None
 
 
 @app.command()

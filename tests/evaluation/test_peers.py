@@ -19,7 +19,7 @@ from scipy.stats import pearsonr, spearmanr
 from attributor.data import ArrayDataset, load_dataset
 from attributor.errors import ConfigError, UnknownNameError
 from attributor.evaluation.lds import lds
-from attributor.evaluation.peers import PEERS, PeerResult, run_peer
+from attributor.evaluation.peers import PEERS, PeerResult, peer_ridge, run_peer
 from attributor.evaluation.retrain import ClassificationRecipe, random_subsets, retrain
 from attributor.features import featurize, make_projector, per_example_gradients
 from attributor.methods import TRAK
@@ -160,6 +160,62 @@ def test_influence_function_matches_exact_solve(digits, tmp_path):
     np.testing.assert_allclose(result.scores, expected, atol=1e-3 * np.abs(expected).max())
     expected_self = (g_train * torch.linalg.solve(damped, g_train.T).T).sum(dim=1).numpy()
     np.testing.assert_allclose(result.self_influence, expected_self, atol=1e-3 * np.abs(expected_self).max())
+
+
+def test_peer_ridge_is_our_relative_damping_on_each_peers_own_kernel(digits):
+    """The converted ridge equals d * trace(K_peer) / k computed from the peer's own
+    projected features (traker: BasicProjector of g / sqrt(p); dattri: its projector of
+    g / sqrt(p), which divides by sqrt(k) again), within the projection's noise."""
+    from dattri.func.projection import random_project
+    from trak.projectors import BasicProjector, ProjectionType
+
+    n, k, d = 300, 512, 0.3
+    torch.manual_seed(0)
+    model = fit_lbfgs(LogisticRegression(64, 10).double(), ClassificationTask(),
+                      ArrayDataset(digits.X_train[:n].astype(np.float64), digits.y_train[:n]), l2=1.0)
+    g = per_example_gradients(model, ClassificationTask(), (torch.tensor(digits.X_train[:n]).double(), torch.tensor(digits.y_train[:n])),
+                              [name for name, _ in model.named_parameters()], function="measurement").float()
+    p = g.shape[1]
+    phi = make_projector("gaussian", k, seed=0).project(g.double(), 0)
+    our_trace = float((phi**2).sum())
+    traker = BasicProjector(grad_dim=p, proj_dim=k, seed=0, proj_type=ProjectionType.normal, device="cpu", dtype=torch.float32)
+    x_traker = traker.project(g / p**0.5, model_id=0)
+    x_dattri = random_project(g, n, proj_dim=k, proj_max_batch_size=32, proj_seed=0, device="cpu",
+                              proj_type="normal")(g / p**0.5, ensemble_id=0)
+    for name, x in (("traker-trak", x_traker), ("dattri-trak", x_dattri)):
+        expected = d * float((x.double() ** 2).sum()) / k
+        assert peer_ridge(name, d, our_trace, p, k) == pytest.approx(expected, rel=0.1), name
+    # the two conventions differ by k: what the bench gave dattri before issue 20
+    assert peer_ridge("traker-trak", d, our_trace, p, k) / peer_ridge("dattri-trak", d, our_trace, p, k) == pytest.approx(k)
+    assert peer_ridge("dattri-trak", d, our_trace, p, None) == pytest.approx(d * our_trace / p**2)
+    with pytest.raises(UnknownNameError):
+        peer_ridge("dattri-if", d, our_trace, p, k)
+
+
+@pytest.mark.parametrize("name", ["traker-trak", "dattri-trak"])
+def test_converted_ridge_reproduces_our_projected_trak(name, digits, tmp_path):
+    """Our TRAK (gaussian projection, relative damping 3, where the ridge matters) and the
+    peer's TRAK at peer_ridge give the same ranking up to projection differences, much
+    closer than the peer at a ridge k times off."""
+    n, q, k, d = 200, 20, 1024, 3.0
+    X, y, Xq, yq = digits.X_train[:n], digits.y_train[:n], digits.X_test[:q], digits.y_test[:q]
+    torch.manual_seed(0)
+    model = LogisticRegression(64, 10)  # early in training: Q is not ~0 for most examples
+    path = train(model, ClassificationTask(), ArrayDataset(X, y), tmp_path / "ckpt", epochs=2, checkpoint_epochs=[2], lr=LR,
+                 progress=False)[0]
+    task, projector = ClassificationTask(), make_projector("gaussian", k, seed=0)
+    store = featurize(model, task, ArrayDataset(X, y), [path], tmp_path / "store", projector, dtype="float64", progress=False)
+    featurize(model, task, ArrayDataset(Xq, yq), [path], tmp_path / "store", projector, split="queries", dtype="float64", progress=False)
+    ours = TRAK(damping=d).fit(store).score("queries").values
+    trace = float((store.features("train", 0).astype(np.float64) ** 2).sum())
+    ridge = peer_ridge(name, d, trace, int(store.settings["n_params"]), k)
+    rho = {}
+    for label, value in (("matched", ridge), ("k x heavier", ridge * k), ("k x lighter", ridge / k)):
+        peer = run_peer(name, model, _tensors(X, y), _tensors(Xq, yq), [path], proj_dim=k, damping=value, work_dir=tmp_path / "w")
+        rho[label] = float(np.mean([pearsonr(a, b)[0] for a, b in zip(ours, peer.scores)]))
+    print(name, rho)
+    assert rho["matched"] >= 0.9
+    assert rho["matched"] > max(rho["k x heavier"], rho["k x lighter"]) + 0.02
 
 
 def test_dattri_lds_matches_ours(digits, tmp_path):

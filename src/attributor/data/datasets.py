@@ -193,8 +193,19 @@ def _mnist1d(path: Path | None) -> tuple[np.ndarray, np.ndarray, None]:
     return np.concatenate([data["x"], data["x_test"]]), np.concatenate([data["y"], data["y_test"]]), None
 
 
+def _pydoc_minilm(path: Path | None) -> tuple[np.ndarray, np.ndarray, None]:
+    """Paragraphs of Python's docs labelled by topic group, as frozen MiniLM embeddings (cached)."""
+    from attributor.data.pydoc_text import embed_cached, pydoc_paragraphs
+
+    if path is not None:
+        raise DataError("dataset 'pydoc_minilm' is built in and takes no data.path (its embeddings are cached under $ATTRIBUTOR_CACHE)")
+    texts, groups = pydoc_paragraphs()
+    return embed_cached(texts), groups, None
+
+
 DATASETS: dict[str, Callable[[Path | None], tuple]] = {
     "mnist1d": _mnist1d,
+    "pydoc_minilm": _pydoc_minilm,
     "digits": _sklearn("load_digits", (8, 8)),
     "breast_cancer": _sklearn("load_breast_cancer"),
     "wine": _sklearn("load_wine"),
@@ -220,7 +231,8 @@ def load_dataset(
     """Load, validate, split (stratified, seeded), standardise and optionally corrupt a dataset.
 
     Built-in names: digits, breast_cancer, wine, iris (scikit-learn, offline), mnist1d
-    (generated locally), npz (``path`` to a file with arrays X and y).
+    (generated locally), pydoc_minilm (Python's documentation paragraphs by topic group as
+    MiniLM embeddings, :mod:`attributor.data.pydoc_text`), npz (``path`` to a file with arrays X and y).
 
     Standardisation uses training statistics only: per feature for tabular data, one
     mean and scale for image data.

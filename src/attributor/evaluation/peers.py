@@ -24,7 +24,11 @@ TRAK rows match ours, TracIn and IF match a hand computation.
   transposed. Self-influence: the diagonal of scoring the training set as targets.
 * ``dattri-trak``: ``TRAKAttributor``, the same margin as loss and target function, p_y as
   correct-probability function, ``proj_type`` normal (identity when ``proj_dim`` is
-  None), ``regularization = damping`` in traker's units. ``cache(train)``, then
+  None), ``regularization = damping`` added to X^T X of ITS features: dattri 0.3.0 divides
+  every gradient by sqrt(n_params) (``TRAKAttributor.norm_scaler``) and its
+  ``BasicProjector`` divides by sqrt(proj_dim) (``dattri/func/projection.py``), so
+  X = G P / sqrt(p) with P of N(0, 1/k) entries: 1/p times our kernel, not traker's k/p
+  (:func:`peer_ridge` converts). ``cache(train)``, then
   ``attribute(queries)`` (test set first); self-influence: diagonal of ``attribute(train)``.
 * ``dattri-tracin``: ``TracInAttributor`` (TracIn-CP, Pruthi et al. 2020) on the
   cross-entropy l: sum_c eta_c grad l(z_q) . grad l(z_j), eta = ``learning_rates`` (ones,
@@ -33,7 +37,9 @@ TRAK rows match ours, TracIn and IF match a hand computation.
 * ``dattri-if``: ``IFAttributorCG`` (Koh & Liang 2017) on all parameters:
   g_j^T (H + damping I)^{-1} g_q, g the cross-entropy gradients, H the Hessian of the mean
   training loss over one batch of all training examples (dattri sums per-batch solves
-  otherwise), 10 conjugate-gradient steps (dattri's default). That is n times the loss
+  otherwise), 10 conjugate-gradient steps (dattri's default). ``damping`` is its absolute
+  ridge on that mean-loss Hessian: our lambda on the summed curvature divided by n (the
+  bench gives it l2 / n on an l2-regularised convex task). That is n times the loss
   increase when z_j is removed: positive = proponent, rows (1 - p_q) times the margin
   version. Chosen because on the digits MLP (9.6k parameters) explicit IF needs a 9.6k^2
   Hessian, and LiSSA (500 steps, one checkpoint: 113 s) and Arnoldi (115 s; it keeps
@@ -67,9 +73,38 @@ from torch.utils.data import DataLoader, TensorDataset
 from attributor.errors import ConfigError, DataError, UnknownNameError
 from attributor.models.checkpoints import load_checkpoint
 
-__all__ = ["PEERS", "PeerResult", "run_peer"]
+__all__ = ["PEERS", "PeerResult", "run_peer", "peer_ridge", "FEATURE_SCALE"]
 
 PEERS: tuple[str, ...] = ("traker-trak", "dattri-trak", "dattri-tracin", "dattri-if")
+
+def _traker_scale(p: int, k: int | None) -> float:
+    return (k if k is not None else p) / p  # R^T g / sqrt(p), R N(0, 1) (k, p); NoOp: g / sqrt(p)
+
+
+def _dattri_scale(p: int, k: int | None) -> float:
+    return 1.0 / p  # (R^T g / sqrt(k)) / sqrt(p); identity: g / sqrt(p)
+
+
+#: c^2(p, k): a peer's TRAK kernel is c^2 times ours in expectation (ours: features P^T g with
+#: P of N(0, 1/k) entries, E|phi|^2 = |g|^2), for p parameters projected to k (None: no projection).
+FEATURE_SCALE: dict[str, Callable[[int, int | None], float]] = {"traker-trak": _traker_scale, "dattri-trak": _dattri_scale}
+
+
+def peer_ridge(name: str, relative: float, our_trace: float, n_params: int, proj_dim: int | None) -> float:
+    """Absolute ridge for TRAK peer ``name`` equal to our relative damping ``relative``.
+
+    Ours: lambda = relative * trace(K) / k on our kernel K (``our_trace`` = trace(K), or the
+    mean over checkpoints for one shared ridge). The peer's kernel is c^2 K (:data:`FEATURE_SCALE`),
+    so the same relative ridge there is relative * c^2 trace(K) / k:
+
+    * traker, projected: relative * trace(K) / p; NoOpProjector (k = p): relative * trace(K) / p^2;
+    * dattri, projected: relative * trace(K) / (p k); identity (k = p): relative * trace(K) / p^2.
+    """
+    if name not in FEATURE_SCALE:
+        raise UnknownNameError("TRAK peer", name, list(FEATURE_SCALE))
+    k = proj_dim if proj_dim is not None else n_params
+    return float(relative) * FEATURE_SCALE[name](n_params, proj_dim) * float(our_trace) / k
+
 
 #: dattri's TracIn and IF recompute the query gradients (and TracIn its projection) once per
 #: training batch, so they get the largest training batch with at most this many gradient

@@ -93,6 +93,11 @@ class Method(Registered, kind="method"):
     def spec(self) -> dict[str, Any]:
         return {"method": self.key, **self.get_params()}
 
+    def fit_info(self) -> dict[str, Any]:
+        """Facts learned in ``fit`` worth recording beside the scores (e.g. a damping chosen
+        from data); saved in :attr:`Scores.meta`. Default: none."""
+        return {}
+
     def fit(self, store: FeatureStore | None = None, split: str = "train", context: TrainingContext | None = None) -> "Method":
         """Learn from training split ``split`` (of ``store`` and/or ``context``); returns self."""
         if self.requires_features and store is None:
@@ -171,7 +176,7 @@ class Method(Registered, kind="method"):
             raise RuntimeError(f"{type(self).__name__}.score_blocks covered {covered} of {n_queries * n_train} scores")
         top_indices, top_values = top.result()
         bottom_indices, bottom_values = bottom.result()
-        meta = {**self.spec(), "queries": queries, "train": split, "n_queries": n_queries, "n_train": n_train}
+        meta = {**self.spec(), **self.fit_info(), "queries": queries, "train": split, "n_queries": n_queries, "n_train": n_train}
         return Scores(top_indices, top_values, bottom_indices, bottom_values, values, meta)
 
     def _check_dense(self, n_queries: int, n_train: int, dtype: np.dtype) -> None:

@@ -76,6 +76,18 @@ class CGInfluence(InfluenceFunction, key="if-cg"):
                                     self.parameter_names_, kind=self.hessian, batch_size=self.batch_size)
         self.lambda_ = self._family_lambda()
         self.iterations_: list[int] = []  # CG iterations of every solved block, for inspection
+        self.residuals_: list[float] = []  # worst relative residual |r| / |b| of every solved block
+        self.unconverged_ = 0  # vectors (queries or training examples) left above the tolerance
+
+    def fit_info(self) -> dict[str, object]:
+        """CG's convergence so far: vectors left unconverged at ``max_iter`` and the worst residual."""
+        if not getattr(self, "residuals_", None):
+            return {}
+        info: dict[str, object] = {"cg_max_relative_residual": max(self.residuals_), "cg_iterations_max": max(self.iterations_)}
+        if self.unconverged_:
+            info["unconverged"] = (f"{self.unconverged_} vectors above tolerance {self.tolerance:g} after max_iter={self.max_iter} "
+                                   f"(worst relative residual {max(self.residuals_):.2g})")
+        return info
 
     def _apply(self, vectors: torch.Tensor) -> torch.Tensor:
         return self.curvature_.matmat(vectors) + self.lambda_ * vectors
@@ -108,6 +120,9 @@ class CGInfluence(InfluenceFunction, key="if-cg"):
             rs[active] = rs_new
             active = active[rs_new.sqrt() > bound[active]]
         self.iterations_.append(iterations)
+        norms = b.norm(dim=0).clamp_min(torch.finfo(b.dtype).tiny)
+        self.residuals_.append(float((rs.sqrt() / norms).max()) if b.shape[1] else 0.0)
+        self.unconverged_ += int(active.numel())
         if active.numel():
             worst = float((rs[active].sqrt() / b[:, active].norm(dim=0)).max())
             warnings.warn(f"if-cg stopped after max_iter={self.max_iter} iterations with {active.numel()} of {b.shape[1]} "

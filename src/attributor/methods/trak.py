@@ -15,6 +15,18 @@ a fraction of the kernel's mean eigenvalue), per checkpoint by default; with
 ``damping_scale="shared"`` every checkpoint gets lambda = damping * mean_m trace_m / k, one
 ridge for the whole ensemble as traker's ``lambda_reg`` applies. Self-influence is tau(z_j)_j.
 
+Which ridge. The paper's formula is lambda_m = 0 (traker's default ``lambda_reg``); ours
+defaults to the small relative ridge damping = 1e-2, which keeps the factorisation well
+posed and is the paper's estimator up to that. The LDS of TRAK depends strongly on it
+(benchmarks/RESULTS.md, "Why the LDS gaps existed": on the digits MLP 0.49 at 1e-2, 0.75
+at 1). ``damping="auto"`` chooses it from the training features alone by generalised
+cross-validation (:func:`select_damping`); it helps on trajectory checkpoints of networks
+but not at the optimum of an l2-regularised convex objective, where Phi^T Q = l2 P^T theta
+is fixed by the regulariser, the features explain little of Q and GCV runs to the largest
+ridge of its grid (measured on both logistic-regression bench tasks): there the training
+l2 on the kernel's scale (``attributor.pipelines.bench.trak_damping_for_l2``) is the
+principled choice.
+
 The inverse is never formed. With damping > 0, K + lambda I = L L^T (Cholesky) and the
 query side phi(z)^T (K + lambda I)^{-1} is two triangular solves with L; self-influence is
 ||L^{-1} phi(z_j)||^2, non-negative by construction. With damping 0 the kernel may be
@@ -49,7 +61,10 @@ from attributor.errors import ConfigError, StoreError
 from attributor.features.store import FeatureStore
 from attributor.methods.base import Method
 
-__all__ = ["TRAK"]
+__all__ = ["TRAK", "select_damping", "gcv_curve", "gcv_target", "DAMPING_GRID"]
+
+#: Relative dampings ``damping="auto"`` chooses from (a fraction of the kernel's mean eigenvalue).
+DAMPING_GRID = tuple(float(x) for x in np.logspace(-4, 3, 29))
 
 #: Smallest kernel dimension k whose factorisation uses more than one torch thread.
 PARALLEL_FACTOR_MIN_DIM = 2048
@@ -68,7 +83,11 @@ class TRAK(Method, key="trak"):
 
     Args:
         damping: relative ridge on the after-kernel, lambda = damping * mean eigenvalue.
-            0 gives the (pseudo-)inverse of the undamped kernel.
+            0 gives the (pseudo-)inverse of the undamped kernel. ``"auto"``: chosen from
+            the training features alone by :func:`select_damping` (generalised
+            cross-validation of the kernel ridge regression of Q on Phi, no retraining, no
+            LDS); the chosen value is ``damping_`` and goes into the scores' metadata
+            (``fit_info``). The default 1e-2 is the fixed relative ridge of earlier versions.
         checkpoints: indices of the store's checkpoints to ensemble over (default: all).
         damping_scale: "checkpoint" (each checkpoint's ridge from its own kernel) or
             "shared" (one ridge from the mean kernel trace, as traker does).
@@ -83,14 +102,16 @@ class TRAK(Method, key="trak"):
 
     def _fit(self) -> None:
         store, split = self.store_, self.split_
-        if not (isinstance(self.damping, (int, float)) and np.isfinite(self.damping) and self.damping >= 0):
-            raise ConfigError(f"trak damping must be a finite number >= 0, got {self.damping!r}")
+        if not (self.damping == "auto" or (isinstance(self.damping, (int, float)) and not isinstance(self.damping, bool)
+                                           and np.isfinite(self.damping) and self.damping >= 0)):
+            raise ConfigError(f"trak damping must be a finite number >= 0 or 'auto', got {self.damping!r}")
         checkpoints = list(range(store.n_checkpoints)) if self.checkpoints is None else list(self.checkpoints)
         bad = [c for c in checkpoints if not 0 <= c < store.n_checkpoints]
         if not checkpoints or bad:
             raise ConfigError(f"trak checkpoints must be indices in [0, {store.n_checkpoints}), got {self.checkpoints!r}")
         if self.damping_scale not in ("checkpoint", "shared"):
             raise ConfigError(f"trak damping_scale must be 'checkpoint' or 'shared', got {self.damping_scale!r}")
+        damping = select_damping(store, split, checkpoints) if self.damping == "auto" else float(self.damping)
         n = store.split_size(split)
         q_sum = np.zeros(n)
         kernels = []
@@ -101,15 +122,22 @@ class TRAK(Method, key="trak"):
                 kernel.addmm_(phi.T, phi)
                 q_sum[start:stop] += out_to_loss
             if self.damping_scale == "checkpoint":
-                kernel = _factorize(kernel, self.damping)  # factor now: one k x k matrix held at a time
+                kernel = _factorize(kernel, damping)  # factor now: one k x k matrix held at a time
             kernels.append(kernel)
         if self.damping_scale == "shared":
             traces = [float(torch.trace(k)) for k in kernels]
             mean_trace = sum(traces) / len(traces)
-            kernels = [_factorize(k, self.damping * mean_trace / t if t > 0 else self.damping) for k, t in zip(kernels, traces)]
+            kernels = [_factorize(k, damping * mean_trace / t if t > 0 else damping) for k, t in zip(kernels, traces)]
+        self.damping_ = damping
         self.checkpoints_ = checkpoints
         self.kernel_factors_ = kernels
         self.out_to_loss_ = q_sum / len(checkpoints)
+
+    def fit_info(self) -> dict[str, object]:
+        info: dict[str, object] = {"damping_used": self.damping_} if hasattr(self, "damping_") else {}
+        if self.damping == "auto" and hasattr(self, "damping_"):
+            info["damping_selected"] = self.damping_
+        return info
 
     def score_blocks(self, queries: str) -> Iterator[tuple[slice, int, np.ndarray]]:
         store, split = self._fitted()
@@ -196,6 +224,60 @@ def _factorize(kernel: torch.Tensor, damping: float, threads: int | None = None)
         eigenvalues, eigenvectors = torch.linalg.eigh(damped)
         keep = eigenvalues > eigenvalues.abs().max() * k * torch.finfo(kernel.dtype).eps
         return _EigenFactor(eigenvectors[:, keep] / eigenvalues[keep].sqrt())
+
+
+def gcv_curve(store: FeatureStore, split: str = "train", checkpoints: Sequence[int] | None = None,
+              grid: Sequence[float] = DAMPING_GRID) -> np.ndarray:
+    """Generalised cross-validation score of every relative damping in ``grid``, (len(grid),).
+
+    For each checkpoint m, the kernel ridge regression of the out-to-loss terms y = Q_m
+    (n,) on the features Phi_m (n, k) with ridge lambda = d * trace(K_m) / k, K_m = Phi^T Phi:
+    the one-step Newton update of TRAK's linearised model (its training residuals regressed
+    on the after-kernel features; eq. (16)'s sum over j for a query). Its GCV score
+    (Golub, Heath & Wahba 1979) n |y - H y|^2 / (n - trace H)^2, H = Phi (K + lambda I)^{-1}
+    Phi^T, estimates the leave-one-out error of that regression. From the eigendecomposition
+    K = V diag(s) V^T and b = V^T Phi^T y: y^T H y = sum b^2 / (s + lambda), |H y|^2 =
+    sum b^2 s / (s + lambda)^2, trace H = sum s / (s + lambda). Summed over checkpoints
+    (each GCV normalised by its |y|^2 / n). Cost: one pass over the features and one k x k
+    eigendecomposition per checkpoint. Nothing here reads retrained models.
+    """
+    checkpoints = list(range(store.n_checkpoints)) if checkpoints is None else list(checkpoints)
+    grid = np.asarray(grid, dtype=np.float64)
+    total = np.zeros(len(grid))
+    n = store.split_size(split)
+    for c in checkpoints:
+        kernel = torch.zeros(store.dim, store.dim, dtype=torch.float64)
+        moment = torch.zeros(store.dim, dtype=torch.float64)
+        y_sq = 0.0
+        for _, _, features, out_to_loss in store.iter_chunks(split, c):
+            phi = _tensor(features, torch.float64)
+            y = torch.tensor(gcv_target(np.asarray(out_to_loss, dtype=np.float64)))
+            kernel.addmm_(phi.T, phi)
+            moment += phi.T @ y
+            y_sq += float(y @ y)
+        with _torch_threads(1 if store.dim < PARALLEL_FACTOR_MIN_DIM else torch.get_num_threads()):
+            s, vectors = torch.linalg.eigh(kernel)
+        s = s.clamp_min(0).numpy()
+        b2 = ((vectors.T @ moment) ** 2).numpy()
+        lam = grid[:, None] * s.sum() / store.dim  # (grid, 1)
+        fit = (b2 / (s + lam)).sum(axis=1)
+        fit_sq = (b2 * s / (s + lam) ** 2).sum(axis=1)
+        rss = np.maximum(y_sq - 2 * fit + fit_sq, 0.0)
+        dof = (s / (s + lam)).sum(axis=1)
+        total += n * rss / np.maximum(n - dof, 1e-12) ** 2 / max(y_sq / n, 1e-300)
+    return total
+
+
+def gcv_target(out_to_loss: np.ndarray) -> np.ndarray:
+    """The regression target of :func:`gcv_curve` from the out-to-loss terms Q (n,)."""
+    return out_to_loss
+
+
+def select_damping(store: FeatureStore, split: str = "train", checkpoints: Sequence[int] | None = None,
+                   grid: Sequence[float] = DAMPING_GRID) -> float:
+    """The relative damping of ``grid`` with the smallest :func:`gcv_curve` (TRAK ``damping="auto"``)."""
+    curve = gcv_curve(store, split, checkpoints, grid)
+    return float(np.asarray(grid, dtype=np.float64)[int(np.argmin(curve))])
 
 
 @contextlib.contextmanager
