@@ -62,3 +62,24 @@ def test_auto_damping_is_the_gcv_minimum_and_is_recorded(store):
     np.testing.assert_allclose(scores.values, TRAK(damping=chosen).fit(store).score("queries").values, rtol=1e-12)
     fixed = TRAK(damping=0.5).fit(store).score("queries")
     assert fixed.meta["damping_used"] == 0.5 and "damping_selected" not in fixed.meta
+
+
+def test_auto_damping_warns_at_a_stationary_point(tmp_path):
+    """At the optimum of an l2-regularised logistic regression Phi^T Q = l2 P^T theta: the
+    features explain none of Q, GCV runs to the grid's largest ridge (TRAK becomes
+    Q-weighted gradient similarity), and the user is told, in a warning and the metadata."""
+    from attributor.models.checkpoints import save_checkpoint
+    from attributor.models.training import fit_lbfgs
+
+    data = load_dataset("breast_cancer")
+    model = LogisticRegression(data.X_train.shape[1], 2).double()
+    train_set = ArrayDataset(data.X_train.astype("float64"), data.y_train)
+    fit_lbfgs(model, ClassificationTask(), train_set, l2=1.0)
+    path = save_checkpoint(model, tmp_path / "optimum.pt")
+    projector = make_projector("gaussian", 64, seed=0)
+    store = featurize(model, ClassificationTask(), train_set, [path], tmp_path / "store", projector, dtype="float64", progress=False)
+    featurize(model, ClassificationTask(), ArrayDataset(data.X_test.astype("float64"), data.y_test), [path], tmp_path / "store",
+              projector, split="queries", dtype="float64", progress=False)
+    with pytest.warns(UserWarning, match="largest ridge of its grid"):
+        scores = TRAK(damping="auto").fit(store).score("queries")
+    assert scores.meta["damping_selected"] == DAMPING_GRID[-1] and scores.meta["damping_at_grid_edge"] is True

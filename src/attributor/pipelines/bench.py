@@ -357,7 +357,7 @@ def _ours(name: str, task: BenchTask, variant: BenchVariant, scores: bool, args:
 
 
 #: Fitted facts a method reports (``Method.fit_info``) that go into the run's notes.
-_NOTED_FIT_INFO = ("damping_selected", "damping_used", "unconverged")
+_NOTED_FIT_INFO = ("damping_selected", "damping_used", "damping_at_grid_edge", "unconverged")
 
 
 def _peer(name: str, task: BenchTask, variant: BenchVariant, suite: Suite, out: Path, scores: bool,
