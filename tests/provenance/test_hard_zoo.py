@@ -33,8 +33,7 @@ def _model(out, model_id):
 
 
 def test_hard_small_lists_every_derivation_with_its_parents(hard_zoo):
-    out, entries, seconds = hard_zoo
-    assert seconds < 120
+    out, entries, _ = hard_zoo  # its build time is in benchmarks/RESULTS.md, not asserted here
     assert json.loads((out / "model_info.json").read_text()) == entries
     by_id = {e["model_id"]: e for e in entries}
     families = [f.name for f in PRESETS["hard-small"].families]

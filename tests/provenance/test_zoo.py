@@ -44,8 +44,7 @@ def _relative_distance(a, b) -> float:
 
 
 def test_model_info_lists_every_family_and_type(zoo):
-    out, entries, seconds = zoo
-    assert seconds < 60
+    out, entries, _ = zoo  # build time: benchmarks, not a timed unit test
     assert json.loads((out / "model_info.json").read_text()) == entries
     families = {f.name for f in SPEC.families}
     assert len(families) >= 4 and {f.arch for f in SPEC.families} == {"gpt2", "llama"}
