@@ -3,6 +3,8 @@ the peers' ridges in their own units, and a variant measured through public func
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,12 @@ def test_run_bench_runs_only_the_chosen_task(tmp_path):
     two = _suite(IRIS, BenchTask("other", "iris", "logreg", trainer="lbfgs", n_queries=5, seed=1))
     rows = run_bench(two, tmp_path, methods=["trak", "random"], peers=False, progress=False, tasks=["other"])
     assert {r["task"] for r in rows} == {"other"} and {r["method"] for r in rows} == {"trak", "random"}
+    # every query's correlation is kept, so two methods can be compared paired by query
+    with open(tmp_path / "lds_per_query.csv", newline="") as handle:
+        per_query = list(csv.DictReader(handle))
+    assert sorted((r["method"], int(r["query"])) for r in per_query) == sorted((m, q) for m in ("trak", "random") for q in range(5))
+    trak = np.array([float(r["spearman"]) for r in per_query if r["method"] == "trak"])
+    assert np.nanmean(trak) == pytest.approx(next(r["lds"] for r in rows if r["method"] == "trak"), abs=1e-4)
 
 
 def test_a_task_can_skip_a_method_with_its_reason_in_the_notes(tmp_path):

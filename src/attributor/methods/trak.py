@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -246,7 +246,8 @@ def _factorize(kernel: torch.Tensor, damping: float, threads: int | None = None)
 
 
 def gcv_curve(store: FeatureStore, split: str = "train", checkpoints: Sequence[int] | None = None,
-              grid: Sequence[float] = DAMPING_GRID) -> np.ndarray:
+              grid: Sequence[float] = DAMPING_GRID,
+              target: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Generalised cross-validation score of every relative damping in ``grid``, (len(grid),).
 
     For each checkpoint m, the kernel ridge regression of the out-to-loss terms y = Q_m
@@ -258,7 +259,9 @@ def gcv_curve(store: FeatureStore, split: str = "train", checkpoints: Sequence[i
     K = V diag(s) V^T and b = V^T Phi^T y: y^T H y = sum b^2 / (s + lambda), |H y|^2 =
     sum b^2 s / (s + lambda)^2, trace H = sum s / (s + lambda). Summed over checkpoints
     (each GCV normalised by its |y|^2 / n). Cost: one pass over the features and one k x k
-    eigendecomposition per checkpoint. Nothing here reads retrained models.
+    eigendecomposition per checkpoint. Nothing here reads retrained models. ``target`` maps
+    the out-to-loss terms to another regression target (default :func:`gcv_target`, Q itself;
+    benchmarks/trak_ridge.py compares the margins).
     """
     checkpoints = list(range(store.n_checkpoints)) if checkpoints is None else list(checkpoints)
     grid = np.asarray(grid, dtype=np.float64)
@@ -270,7 +273,7 @@ def gcv_curve(store: FeatureStore, split: str = "train", checkpoints: Sequence[i
         y_sq = 0.0
         for _, _, features, out_to_loss in store.iter_chunks(split, c):
             phi = _tensor(features, torch.float64)
-            y = torch.tensor(gcv_target(np.asarray(out_to_loss, dtype=np.float64)))
+            y = torch.tensor((target or gcv_target)(np.asarray(out_to_loss, dtype=np.float64)))
             kernel.addmm_(phi.T, phi)
             moment += phi.T @ y
             y_sq += float(y @ y)

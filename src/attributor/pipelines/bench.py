@@ -212,7 +212,7 @@ def run_bench(
     peer_list = [m for m in ours if m in _peer_names()] or (list(_peer_names()) if use_peers and methods is None else [])
     ours = [m for m in ours if m in method_names()]
     executor = executor or LocalExecutor()
-    rows, loo_rows, brittle_rows, notes = [], [], [], []
+    rows, loo_rows, brittle_rows, notes, per_query = [], [], [], [], []
     for task in suite.tasks:
         log(f"task {task.name}: preparing")
         seed = task.seed if projection_seed is None else projection_seed
@@ -233,6 +233,8 @@ def run_bench(
             if on_clean.scores is not None:
                 result = lds(on_clean.scores, masks, actual, seed=task.seed)
                 row.update(lds=result["lds"], lds_low=result["lds_low"], lds_high=result["lds_high"])
+                per_query += [{"task": task.name, "method": name, "query": q, "spearman": value}
+                              for q, value in enumerate(result["per_query"].tolist())]
             if on_noisy.self_influence is not None:
                 auc = detection_auc(on_noisy.self_influence, flags)
                 row.update(auc=auc["auc"], auc_random=auc["auc_random"])
@@ -246,7 +248,7 @@ def run_bench(
         if extras is not None:
             random_scores = np.random.default_rng(task.seed).standard_normal((task.n_queries, n_train))
             loo_rows.append({"task": task.name, "method": "random scores", **loo_correlation(random_scores, *extras["loo"])})
-    _write(out, rows, loo_rows, brittle_rows, notes, suite)
+    _write(out, rows, loo_rows, brittle_rows, notes, suite, per_query)
     return rows
 
 
@@ -494,8 +496,10 @@ def _median(values: np.ndarray) -> float | None:
     return float(np.median(finite)) if finite.size else None
 
 
-def _write(out: Path, rows, loo_rows, brittle_rows, notes, suite: Suite) -> None:
+def _write(out: Path, rows, loo_rows, brittle_rows, notes, suite: Suite, per_query=()) -> None:
     atomic_write_text(out / "results.csv", _csv(COLUMNS, rows))
+    # every query's Spearman correlation, so that two methods' LDS can be compared paired by query
+    atomic_write_text(out / "lds_per_query.csv", _csv(["task", "method", "query", "spearman"], list(per_query)))
     loo_columns = ["task", "method", "loo_pearson", "loo_spearman"]
     brittle_columns = ["task", "method", "queries", "flipped_fraction", "median_flip_k", "flipped_fraction_random", "median_flip_k_random"]
     atomic_write_text(out / "loo.csv", _csv(loo_columns, loo_rows))
