@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--suite", default="full")
     parser.add_argument("--tasks", nargs="*", default=None)
-    parser.add_argument("--parts", nargs="*", default=["trak", "peers", "if", "alpha"], help="trak, peers, if, alpha")
+    parser.add_argument("--parts", nargs="*", default=["trak", "peers", "if", "alpha"],
+                        help="trak, peers, if, alpha, cgstart (dattri's CG starting point), ensemble (IF over checkpoints; both on networks)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
                    f"ridge {old:.4g} (traker's units)")
         if "if" in args.parts:
             _influence_rows(task, variant, suite, args, record)
+        if "ensemble" in args.parts and not task.convex:
+            _ensemble_rows(task, variant, record)
+        if "cgstart" in args.parts and not task.convex:
+            _cg_start_rows(task, variant, record)
         if "alpha" in args.parts and task.convex:
             _subset_fraction_rows(task, variant, record)
     with open(args.out / "lds_gaps.csv", "w", newline="") as handle:
@@ -121,6 +126,43 @@ def _subset_fraction_rows(task, variant, record, alpha: float = 0.5) -> None:
     for label, value in (("l2", unit), ("l2/alpha", unit / alpha)):
         method = get_method("if-explicit", damping=value).fit(None, "train", variant.context)
         record(f"if-explicit-{label}", method.score("query", topk=1).values, f"lambda {method.lambda_:.4g}")
+
+
+def _ensemble_rows(task, variant, record) -> None:
+    """dattri's IF averages its scores over every checkpoint of its task (dattri/algorithm/base.py,
+    the running mean over ``task.get_checkpoints()``); ours used the last one. Each influence
+    function at the last checkpoint and averaged over all (``checkpoint="all"``)."""
+    for name, extra in (("if-explicit", {"damping": 1e-2}), ("if-explicit", {"damping": 10.0}), ("if-lissa", {}), ("if-ekfac", {})):
+        for checkpoint in (-1, "all"):
+            args = {**method_args(name, task, variant), **extra, "checkpoint": checkpoint}
+            method = get_method(name, **args).fit(variant.store if name == "if-ekfac" else None, "train", variant.context)
+            label = "-".join([name, *(f"d{v:g}" for v in extra.values()), "last" if checkpoint == -1 else "all"])
+            record(label, method.score("query", topk=1).values, f"checkpoint {checkpoint}")
+
+
+def _cg_start_rows(task, variant, record) -> None:
+    """dattri's IF is 10 CG steps started at x0 = v on the mean-loss Hessian (dattri/func/hessian.py,
+    ``ihvp_cg``); ours starts at 0. ``start="gradient"`` starts ours where dattri's does."""
+    n = len(variant.prepared.train_set.labels)
+    unit = _gradient_unit(variant)
+    damping = peer_damping("dattri-if", task, variant) * n / unit  # dattri's ridge, in our relative units
+    for hessian in ("exact", "gauss-newton"):
+        for start in ("zero", "gradient"):
+            name = f"if-cg-{hessian}-10-start-{start}"
+            try:
+                method = get_method("if-cg", damping=damping, hessian=hessian, max_iter=10, start=start)
+                record(name, method.fit(None, "train", variant.context).score("query", topk=1).values,
+                       f"{hessian} curvature, dattri's ridge, 10 iterations from x0 = {'b/n' if start == 'gradient' else '0'}")
+            except Exception as err:  # noqa: BLE001 - a diagnostic row
+                record(name, None, f"failed: {err}")
+
+
+def _gradient_unit(variant) -> float:
+    """sum_i |grad l_i|^2 / p: the influence family's unit of relative damping."""
+    from attributor.pipelines.bench import _squared_loss_gradient_norm, _tracked_shapes
+
+    p = sum(int(np.prod(shape)) for shape in _tracked_shapes(variant))
+    return _squared_loss_gradient_norm(variant) / p
 
 
 def _influence_rows(task, variant, suite, args, record) -> None:

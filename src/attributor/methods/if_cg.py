@@ -52,11 +52,20 @@ class CGInfluence(InfluenceFunction, key="if-cg"):
         tolerance: stop a query once its residual is below tolerance * |grad f(z)|.
         max_iter: most CG iterations per block of queries.
         batch_size: examples per gradient / curvature batch.
+        start: where CG starts: ``"zero"`` (default; standard CG, so a truncated solve has
+            only explored the Krylov directions) or ``"gradient"``: at b / n_train, the
+            right-hand side itself on the mean-loss scale, as dattri's ``ihvp_cg`` starts
+            (x0 = v for its mean-loss Hessian). Directions CG has not explored then keep an
+            inverse curvature of 1 on the mean-loss scale: an implicit ridge of about n_train
+            on ours, which matters when the solve is truncated (dattri runs 10 iterations).
+            This reproduces dattri's IF (benchmarks/RESULTS.md, "Why the LDS gaps existed");
+            it is not our default because it ties the result to the loss's scale.
     """
 
     def __init__(self, damping: float = 1e-2, checkpoint: int = -1, hessian: str = "gauss-newton",
-                 tolerance: float = 1e-6, max_iter: int = 200, batch_size: int = 64):
+                 tolerance: float = 1e-6, max_iter: int = 200, batch_size: int = 64, start: str = "zero"):
         self.damping = damping
+        self.start = start
         self.checkpoint = checkpoint
         self.hessian = hessian
         self.tolerance = tolerance
@@ -70,6 +79,8 @@ class CGInfluence(InfluenceFunction, key="if-cg"):
         if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or not 0 < tol < 1:
             raise ConfigError(f"if-cg tolerance must be a number in (0, 1), got {tol!r}")
         check_positive_int(self.key, "max_iter", self.max_iter)
+        if self.start not in ("zero", "gradient"):
+            raise ConfigError(f"if-cg start must be 'zero' or 'gradient', got {self.start!r}")
 
     def _fit_curvature(self) -> None:
         self.curvature_ = Curvature(self.model_, self.context_.task, self.context_.dataset(self.split_),
@@ -81,6 +92,8 @@ class CGInfluence(InfluenceFunction, key="if-cg"):
 
     def fit_info(self) -> dict[str, object]:
         """CG's convergence so far: vectors left unconverged at ``max_iter`` and the worst residual."""
+        if getattr(self, "members_", None):
+            return super().fit_info()
         if not getattr(self, "residuals_", None):
             return {}
         info: dict[str, object] = {"cg_max_relative_residual": max(self.residuals_), "cg_iterations_max": max(self.iterations_)}
@@ -94,9 +107,13 @@ class CGInfluence(InfluenceFunction, key="if-cg"):
 
     def _inverse_hvp(self, vectors: torch.Tensor) -> torch.Tensor:
         b = vectors.to(torch.float64)
-        x = torch.zeros_like(b)
+        if self.start == "gradient":
+            x = b / len(self.curvature_.dataset)
+            residual = b - self._apply(x)
+        else:
+            x = torch.zeros_like(b)
+            residual = b.clone()
         bound = self.tolerance * b.norm(dim=0)
-        residual = b.clone()
         direction = residual.clone()
         rs = (residual**2).sum(dim=0)
         active = torch.nonzero(rs.sqrt() > bound).flatten()

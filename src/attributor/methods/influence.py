@@ -19,6 +19,12 @@ may restrict the parameters (EK-FAC). Scoring streams the queries in blocks of
 :data:`BLOCK_ROWS`: their gradients (m, p), one inverse product, then a pass over the
 training gradients (``GradientStream``, cached in memory only when it fits).
 
+Checkpoint ensembles: ``checkpoint="all"`` (or a list of indices) fits one member per
+checkpoint (each with its own curvature and damping) and averages their scores,
+self-influence and group scores: the ensemble over training checkpoints that TRAK and
+TracIn use, and that dattri's influence functions apply to every checkpoint of their task.
+Memory is the members' together (the explicit inverse: one p x p factor per checkpoint).
+
 Groups: :meth:`score_groups` scores the MEAN training gradient of each group. The score is
 linear in grad l(z_j), so this equals the mean of the members' scores exactly; multiply by
 the group size for the effect of removing the whole group.
@@ -66,6 +72,10 @@ class InfluenceFunction(Method):
         if hasattr(self, "damping"):
             check_damping(self.key, self.damping)
         self._check_arguments()
+        self.members_: list[InfluenceFunction] = []
+        if isinstance(self.checkpoint, str) or isinstance(self.checkpoint, (list, tuple)):
+            self._fit_members()
+            return
         self.checkpoint_ = check_checkpoint(self.key, self.checkpoint, len(context.checkpoints))
         self.model_ = model_at(context.model, context.checkpoints[self.checkpoint_])
         self.parameter_names_ = self._parameter_names()
@@ -73,6 +83,23 @@ class InfluenceFunction(Method):
         self._check_size()
         self.train_gradients_ = self._stream(self.split_, "train_loss")
         self._fit_curvature()
+
+    def _fit_members(self) -> None:
+        """One fitted member per checkpoint of ``checkpoint`` ("all" or a list of indices)."""
+        n = len(self.context_.checkpoints)
+        if isinstance(self.checkpoint, str):
+            if self.checkpoint != "all":
+                raise ConfigError(f"{self.key} checkpoint must be an index, a list of indices or 'all', got {self.checkpoint!r}")
+            indices = list(range(n))
+        else:
+            indices = [check_checkpoint(self.key, c, n) for c in self.checkpoint]
+            if not indices or len(set(indices)) != len(indices):
+                raise ConfigError(f"{self.key} checkpoint list must name distinct checkpoints, got {self.checkpoint!r}")
+        params = self.get_params()
+        for index in indices:
+            member = type(self)(**{**params, "checkpoint": index})
+            self.members_.append(member.fit(self.store_, self.split_, self.context_))
+        self.checkpoint_ = indices
 
     def _check_arguments(self) -> None:
         """Validate method-specific arguments (ConfigError); runs before any computation."""
@@ -102,8 +129,20 @@ class InfluenceFunction(Method):
                               function=function, batch_size=self.batch_size, cache_bytes=cache)
 
     # -- scoring ---------------------------------------------------------------------------
+    def fit_info(self) -> dict[str, object]:
+        if not getattr(self, "members_", None):
+            return {}
+        infos = [member.fit_info() for member in self.members_]
+        return {f"checkpoint {member.checkpoint_}: {key}": value for member, info in zip(self.members_, infos)
+                for key, value in info.items()}
+
     def score_blocks(self, queries: str) -> Iterator[tuple[slice, int, np.ndarray]]:
         self._fitted()
+        if self.members_:
+            # every member streams the same blocks (same data, batch size and BLOCK_ROWS)
+            for parts in zip(*(member.score_blocks(queries) for member in self.members_)):
+                yield parts[0][0], parts[0][1], sum(part[2] for part in parts) / len(parts)
+            return
         query_gradients = self._stream(queries, "measurement")
         for q_start, q_stop, gq in _merged(query_gradients, BLOCK_ROWS):
             solved = self._inverse_hvp(gq.T)  # (p, m)
@@ -112,6 +151,8 @@ class InfluenceFunction(Method):
 
     def self_influence(self) -> np.ndarray:
         self._fitted()
+        if self.members_:
+            return sum(member.self_influence() for member in self.members_) / len(self.members_)
         out = np.zeros(len(self.train_gradients_))
         for start, stop, gt in _merged(self.train_gradients_, BLOCK_ROWS):
             out[start:stop] = (gt.T * self._inverse_hvp(gt.T)).sum(dim=0).numpy()
@@ -128,6 +169,8 @@ class InfluenceFunction(Method):
         per-example scores (the score is linear in the training gradient).
         """
         self._fitted()
+        if self.members_:
+            return sum(member.score_groups(queries, groups) for member in self.members_) / len(self.members_)
         groups = np.asarray(groups)
         n_train = len(self.train_gradients_)
         if groups.shape != (n_train,) or not np.issubdtype(groups.dtype, np.integer):

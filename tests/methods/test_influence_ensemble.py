@@ -1,0 +1,55 @@
+"""The influence functions over several checkpoints (``checkpoint="all"`` or a list): the
+mean of one fitted member per checkpoint, for scores, self-influence and groups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import zoo
+from attributor.errors import ConfigError
+from attributor.methods import TrainingContext, get_method
+from attributor.tasks import ClassificationTask
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory) -> TrainingContext:
+    x, y = zoo.classification_data(60, seed=5)
+    checkpoints = zoo.train_and_save(zoo.mlp(), x[:45], y[:45], tmp_path_factory.mktemp("ens"), n_checkpoints=3, steps=30)
+    datasets = {"train": zoo.dataset(x[:45], y[:45]), "test": zoo.dataset(x[45:], y[45:])}
+    return TrainingContext(model=zoo.mlp(), task=ClassificationTask(), datasets=datasets, checkpoints=checkpoints)
+
+
+@pytest.mark.parametrize("name", ["if-explicit", "if-lissa", "datainf"])
+def test_all_checkpoints_is_the_mean_of_the_members(context, name):
+    members = [get_method(name, checkpoint=c).fit(None, "train", context) for c in range(3)]
+    ensemble = get_method(name, checkpoint="all").fit(None, "train", context)
+    assert ensemble.checkpoint_ == [0, 1, 2]
+    scores = ensemble.score("test", dense=True)
+    expected = np.mean([m.score("test", dense=True).values for m in members], axis=0)
+    np.testing.assert_allclose(scores.values, expected, rtol=1e-10, atol=1e-14)
+    assert scores.meta["checkpoint"] == "all"
+    np.testing.assert_allclose(ensemble.self_influence(), np.mean([m.self_influence() for m in members], axis=0), rtol=1e-10)
+    groups = np.arange(45) % 4
+    np.testing.assert_allclose(ensemble.score_groups("test", groups),
+                               np.mean([m.score_groups("test", groups) for m in members], axis=0), rtol=1e-10, atol=1e-14)
+    # the members differ, so the ensemble is not one checkpoint's answer
+    assert not np.allclose(members[0].score("test", dense=True).values, members[2].score("test", dense=True).values)
+
+
+def test_a_list_of_checkpoints_and_bad_lists(context):
+    two = get_method("if-explicit", checkpoint=[0, -1]).fit(None, "train", context)
+    assert two.checkpoint_ == [0, 2]
+    for bad in ([], [0, 0], [0, 7], "last"):
+        with pytest.raises(ConfigError, match="checkpoint"):
+            get_method("if-explicit", checkpoint=bad).fit(None, "train", context)
+
+
+def test_if_cg_members_report_their_convergence(context):
+    import warnings
+
+    cg = get_method("if-cg", checkpoint="all", max_iter=2, damping=1e-3).fit(None, "train", context)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        meta = cg.score("test").meta
+    assert {f"checkpoint {c}: unconverged" for c in range(3)} <= set(meta)
