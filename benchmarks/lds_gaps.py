@@ -174,7 +174,7 @@ def _influence_rows(task, variant, suite, args, record) -> None:
     hessian, lam0 = method.hessian_, method.lambda_
     unit = lam0 / base  # sum_i |grad l_i|^2 / p
     print(f"  if-explicit curvature {time.perf_counter() - start:.0f} s", flush=True)
-    for d in sorted({base, 1e-2, 1e-1, 1.0, 10.0}):
+    for d in sorted({base, 1e-2, 1e-1, 1.0, 10.0, 30.0, 100.0}):
         method.lambda_ = d * unit
         method.cholesky_ = torch.linalg.cholesky(hessian + method.lambda_ * torch.eye(len(hessian), dtype=hessian.dtype))
         record(f"if-explicit-{d:g}", method.score("query", topk=1).values, f"Gauss-Newton, lambda {method.lambda_:.4g}")
