@@ -20,10 +20,10 @@ def context(tmp_path_factory) -> TrainingContext:
     return TrainingContext(model=zoo.mlp(), task=ClassificationTask(), datasets=datasets, checkpoints=checkpoints)
 
 
-@pytest.mark.parametrize("name", ["if-explicit", "if-lissa", "datainf"])
-def test_all_checkpoints_is_the_mean_of_the_members(context, name):
-    members = [get_method(name, checkpoint=c).fit(None, "train", context) for c in range(3)]
-    ensemble = get_method(name, checkpoint="all").fit(None, "train", context)
+@pytest.mark.parametrize("name, args", [("if-explicit", {}), ("if-lissa", {"depth": 40}), ("datainf", {})])
+def test_all_checkpoints_is_the_mean_of_the_members(context, name, args):
+    members = [get_method(name, checkpoint=c, **args).fit(None, "train", context) for c in range(3)]
+    ensemble = get_method(name, checkpoint="all", **args).fit(None, "train", context)
     assert ensemble.checkpoint_ == [0, 1, 2]
     scores = ensemble.score("test", dense=True)
     expected = np.mean([m.score("test", dense=True).values for m in members], axis=0)
