@@ -69,7 +69,7 @@ class DataArgs(_Args):
     Datasets. Nothing is corrupted unless asked: ``label_noise`` is 0 by default.
     """
 
-    name: Optional[str] = Field(None, description="built-in dataset (digits, breast_cancer, wine, iris, mnist1d); "
+    name: Optional[str] = Field(None, description="built-in dataset (digits, breast_cancer, wine, iris, mnist1d, pydoc_minilm); "
                                 "the default, digits, applies when no data of your own (path, train/test, source) is given")
     path: Optional[str] = Field(None, description="your data: a CSV / TSV / JSONL / Parquet / NPZ file or a Hugging Face "
                                 "datasets folder (save_to_disk), split by split_column or test_fraction (a folder holding "
@@ -273,7 +273,7 @@ class ScoreArgs(_Args):
 
     method: str = Field("trak", description="registered method name (`attributor methods` lists them)")
     damping: float = Field(1e-2, ge=0, description="relative ridge: a fraction of the mean eigenvalue of the curvature (TRAK: the after-kernel; influence functions: the summed Fisher / Gauss-Newton matrix)")
-    checkpoints: Optional[list[int]] = Field(None, description="checkpoint indices to ensemble over (default: all)")
+    checkpoints: Optional[list[int]] = Field(None, description="checkpoint indices to ensemble over (default: all for TRAK and TracIn; the influence functions default to the last and average over the listed ones)")
     method_args: dict[str, Any] = Field({}, description="further constructor arguments of the method, e.g. {steps: 5} (checked by the method)")
     topk: int = Field(10, ge=1, description="proponents and opponents kept per query")
     dense: bool = Field(True, description="also keep the dense n_query x n_train matrix (scores.npy)")

@@ -53,3 +53,16 @@ def test_if_cg_members_report_their_convergence(context):
         warnings.simplefilter("ignore", RuntimeWarning)
         meta = cg.score("test").meta
     assert {f"checkpoint {c}: unconverged" for c in range(3)} <= set(meta)
+
+
+def test_score_checkpoints_of_a_config_reach_the_influence_functions():
+    """``score.checkpoints`` used to be dropped silently for the influence functions (they
+    take ``checkpoint``): a list now becomes the ensemble, one entry the index, and an
+    explicit method_args value wins."""
+    from attributor.pipelines.run import build_method
+
+    assert build_method("if-lissa", {}, damping=0.01, checkpoints=[1, 3]).checkpoint == [1, 3]
+    assert build_method("if-explicit", {}, damping=0.01, checkpoints=[2]).checkpoint == 2
+    assert build_method("if-explicit", {}, damping=0.01, checkpoints=None).checkpoint == -1
+    assert build_method("if-explicit", {"checkpoint": "all"}, damping=0.01, checkpoints=[2]).checkpoint == "all"
+    assert build_method("trak", {}, damping=0.01, checkpoints=[0, 1]).checkpoints == [0, 1]

@@ -442,7 +442,11 @@ def _complete(store: FeatureStore, splits: tuple[str, ...]) -> bool:
 
 def build_method(name: str, method_args: dict[str, Any], **generic: Any):
     """Build method ``name`` from its own ``method_args`` plus the generic score arguments
-    (damping, checkpoints) that its constructor takes; unknown method_args are refused."""
+    (damping, checkpoints) that its constructor takes; unknown method_args are refused.
+
+    ``checkpoints`` reaches TRAK and TracIn as is; the influence functions take one
+    ``checkpoint`` (default: the last), so a list given there becomes that index (one
+    entry) or the ensemble over the listed checkpoints, unless method_args sets it."""
     from attributor.methods import Method
 
     params = inspect.signature(Method.lookup(name).__init__).parameters
@@ -451,5 +455,8 @@ def build_method(name: str, method_args: dict[str, Any], **generic: Any):
         accepted = ", ".join(p for p in params if p != "self") or "none"
         raise ConfigError(f"score.method_args {unknown} are not arguments of method {name!r} (it takes: {accepted})")
     kwargs = {k: v for k, v in generic.items() if k in params}
+    listed = generic.get("checkpoints")
+    if listed is not None and "checkpoint" in params and "checkpoints" not in params:
+        kwargs["checkpoint"] = int(listed[0]) if len(listed) == 1 else [int(c) for c in listed]
     return get_method(name, **{**kwargs, **method_args})
 
