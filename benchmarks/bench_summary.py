@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-PEERS = ("traker-trak", "dattri-trak", "dattri-tracin", "dattri-if")
+from attributor.evaluation.peers import PEERS
+
 TRAK_PEERS = ("traker-trak", "dattri-trak")
 
 
@@ -81,10 +82,10 @@ def summary(paths: list[Path]) -> str:
         diff = _difference(per_query, task, best, best_peer)
         peer_traks = [f"{_lds(named[p]):.3f} ({_difference(per_query, task, named.get('trak'), named[p])})" if p in named else "-"
                       for p in TRAK_PEERS]
-        chance = next((r["lds_random"] for r in rows if r.get("lds_random")), "")
+        chance = next((f"{float(r['lds_random']):.3f}" for r in rows if r.get("lds_random")), "-")
         lines.append(f"| {task} | {_cell(best)} | {_cell(best_peer)} | {diff} | {_cell(named.get('trak'))} | "
-                     f"{' | '.join(peer_traks)} | {float(chance):.3f} |" if chance else "")
-    return "\n".join(line for line in lines if line)
+                     f"{' | '.join(peer_traks)} | {chance} |")
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -35,7 +35,8 @@ import torch
 from attributor.evaluation.lds import lds
 from attributor.methods import get_method
 from attributor.methods.trak import select_damping
-from attributor.pipelines.bench import attribute, lds_ground_truth, load_variant, method_args, peer_damping, select_tasks
+from attributor.pipelines.bench import (attribute, influence_damping_unit, lds_ground_truth, load_variant, method_args,
+                                        peer_damping, select_tasks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +145,7 @@ def _cg_start_rows(task, variant, record) -> None:
     """dattri's IF is 10 CG steps started at x0 = v on the mean-loss Hessian (dattri/func/hessian.py,
     ``ihvp_cg``); ours starts at 0. ``start="gradient"`` starts ours where dattri's does."""
     n = len(variant.prepared.train_set.labels)
-    unit = _gradient_unit(variant)
+    unit = influence_damping_unit(variant)
     damping = peer_damping("dattri-if", task, variant) * n / unit  # dattri's ridge, in our relative units
     for hessian in ("exact", "gauss-newton"):
         for start in ("zero", "gradient"):
@@ -155,14 +156,6 @@ def _cg_start_rows(task, variant, record) -> None:
                        f"{hessian} curvature, dattri's ridge, 10 iterations from x0 = {'b/n' if start == 'gradient' else '0'}")
             except Exception as err:  # noqa: BLE001 - a diagnostic row
                 record(name, None, f"failed: {err}")
-
-
-def _gradient_unit(variant) -> float:
-    """sum_i |grad l_i|^2 / p: the influence family's unit of relative damping."""
-    from attributor.pipelines.bench import _squared_loss_gradient_norm, _tracked_shapes
-
-    p = sum(int(np.prod(shape)) for shape in _tracked_shapes(variant))
-    return _squared_loss_gradient_norm(variant) / p
 
 
 def _influence_rows(task, variant, suite, args, record) -> None:

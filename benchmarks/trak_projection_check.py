@@ -92,7 +92,7 @@ def main() -> None:
 
     prepared = variant.prepared
     mine = get_method("trak").fit(store, "train").score("query", topk=1).values
-    damping = bench._peer_damping("traker-trak", variant) / store.dim  # NoOp features carry traker's 1/sqrt(p) scale
+    damping = bench.peer_damping("traker-trak", variant.prepared.task, variant, 1e-2) / store.dim  # NoOp features carry traker's 1/sqrt(p) scale
     peer = run_peer("traker-trak", prepared.model(), (torch.as_tensor(prepared.train_set.inputs), prepared.train_set.labels),
                     (torch.as_tensor(prepared.queries.inputs), prepared.queries.labels), prepared.checkpoints, proj_dim=None,
                     damping=damping, work_dir=args.bench / "identity-peer").scores

@@ -58,8 +58,9 @@ class CGInfluence(InfluenceFunction, key="if-cg"):
             (x0 = v for its mean-loss Hessian). Directions CG has not explored then keep an
             inverse curvature of 1 on the mean-loss scale: an implicit ridge of about n_train
             on ours, which matters when the solve is truncated (dattri runs 10 iterations).
-            This reproduces dattri's IF (benchmarks/RESULTS.md, "Why the LDS gaps existed");
-            it is not our default because it ties the result to the loss's scale.
+            Measured not to be what set dattri's IF apart (its average over checkpoints
+            was; benchmarks/RESULTS.md, "Why the LDS gaps existed", finding 4), and not our
+            default because it ties the result to the loss's scale.
     """
 
     def __init__(self, damping: float = 1e-2, checkpoint: int = -1, hessian: str = "gauss-newton",

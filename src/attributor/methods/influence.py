@@ -73,7 +73,7 @@ class InfluenceFunction(Method):
             check_damping(self.key, self.damping)
         self._check_arguments()
         self.members_: list[InfluenceFunction] = []
-        if isinstance(self.checkpoint, str) or isinstance(self.checkpoint, (list, tuple)):
+        if isinstance(self.checkpoint, (str, list, tuple)):
             self._fit_members()
             return
         self.checkpoint_ = check_checkpoint(self.key, self.checkpoint, len(context.checkpoints))

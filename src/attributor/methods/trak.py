@@ -138,9 +138,8 @@ class TRAK(Method, key="trak"):
         self.out_to_loss_ = q_sum / len(checkpoints)
 
     def _auto_damping(self, store: FeatureStore, split: str, checkpoints: list[int]) -> float:
-        curve = gcv_curve(store, split, checkpoints)
-        index = int(np.argmin(curve))
-        self.damping_at_grid_edge_ = index == len(DAMPING_GRID) - 1
+        damping = select_damping(store, split, checkpoints)
+        self.damping_at_grid_edge_ = damping == DAMPING_GRID[-1]
         if self.damping_at_grid_edge_:
             warnings.warn(
                 f"trak damping='auto': generalised cross-validation chose the largest ridge of its grid "
@@ -148,7 +147,7 @@ class TRAK(Method, key="trak"):
                 f"as at a stationary point (a converged model, or the optimum of an l2-regularised objective): GCV has "
                 f"nothing to go on. Pass a number instead (the training l2 on the kernel's scale where there is one; "
                 f"benchmarks/RESULTS.md, 'Why the LDS gaps existed').", UserWarning, stacklevel=4)
-        return float(DAMPING_GRID[index])
+        return damping
 
     def fit_info(self) -> dict[str, object]:
         info: dict[str, object] = {"damping_used": self.damping_} if hasattr(self, "damping_") else {}

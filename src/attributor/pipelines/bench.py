@@ -42,7 +42,7 @@ from attributor.reports import Section, Table, write_markdown_report
 from attributor.tasks import ClassificationTask
 
 __all__ = ["run_bench", "COLUMNS", "Attribution", "BenchVariant", "load_variant", "lds_ground_truth", "attribute",
-           "method_args", "peer_damping", "select_tasks", "check_task", "trak_damping_for_l2"]
+           "method_args", "peer_damping", "select_tasks", "check_task", "trak_damping_for_l2", "influence_damping_unit"]
 
 COLUMNS = ["task", "method", "lds", "lds_low", "lds_high", "lds_random", "auc", "auc_random", "featurize_s", "score_s", "peak_mb"]
 
@@ -80,9 +80,6 @@ class BenchVariant:
             datasets={"train": self.prepared.train_set, "query": self.prepared.queries},
             checkpoints=self.prepared.checkpoints, learning_rates=self.prepared.learning_rates,
         )
-
-
-_Variant = BenchVariant  # the name before it was public
 
 
 #: Bench settings that differ from a method's defaults: caps on the iterative inverse
@@ -195,8 +192,7 @@ def trak_damping_for_l2(task: BenchTask, variant: "BenchVariant", fraction: floa
 
 def _relative_damping_for_l2(task: BenchTask, variant: "BenchVariant") -> float:
     """d such that d * sum_i |grad l_i|^2 / p = l2 (the influence family's damping rule)."""
-    p = sum(int(np.prod(shape)) for shape in _tracked_shapes(variant))
-    return task.l2 * p / _squared_loss_gradient_norm(variant)
+    return task.l2 / influence_damping_unit(variant)
 
 
 def run_bench(
@@ -359,9 +355,6 @@ def attribute(name: str, task: BenchTask, variant: BenchVariant, suite: Suite, o
     return _peer(name, task, variant, suite, Path(out), scores, args)
 
 
-_attribute = attribute  # the name before it was public
-
-
 def _ours(name: str, task: BenchTask, variant: BenchVariant, scores: bool, args: dict[str, Any] | None = None) -> Attribution:
     try:
         method = get_method(name, **(method_args(name, task, variant) if args is None else args))
@@ -439,7 +432,7 @@ def peer_damping(name: str, task: BenchTask, variant: BenchVariant, relative: fl
         if task.convex:
             return task.l2 / n
         d = relative if relative is not None else method_args("if-explicit", task, variant).get("damping", 1e-2)
-        return d * _squared_loss_gradient_norm(variant) / (n * p)
+        return d * influence_damping_unit(variant) / n
     if relative is None:
         relative = _trak_relative_damping(task, variant)
     mean_trace = float(np.mean([sum(float((np.asarray(f, dtype=np.float64) ** 2).sum()) for _, _, f, _ in store.iter_chunks("train", c))
@@ -447,11 +440,6 @@ def peer_damping(name: str, task: BenchTask, variant: BenchVariant, relative: fl
     from attributor.evaluation.peers import peer_ridge
 
     return peer_ridge(name, relative, mean_trace, int(p), store.dim)
-
-
-def _peer_damping(name: str, variant: BenchVariant, relative: float = 1e-2) -> float:
-    """Old signature of :func:`peer_damping` (kept for scripts), our TRAK's default ridge."""
-    return peer_damping(name, variant.prepared.task, variant, relative)
 
 
 def _trak_relative_damping(task: BenchTask, variant: BenchVariant) -> float:
@@ -464,16 +452,9 @@ def _trak_relative_damping(task: BenchTask, variant: BenchVariant) -> float:
     return float(damping)
 
 
-def _tracked_shapes(variant: BenchVariant) -> list[tuple[int, ...]]:
-    from attributor.features.gradients import tracked_parameter_names
-
-    model = variant.context.model
-    names = set(tracked_parameter_names(model, variant.context.task))
-    return [tuple(p.shape) for n, p in model.named_parameters() if n in names]
-
-
-def _squared_loss_gradient_norm(variant: BenchVariant) -> float:
-    """sum_i |grad l_i|^2 at the last checkpoint (exact per-example gradients, float64)."""
+def influence_damping_unit(variant: BenchVariant) -> float:
+    """sum_i |grad l_i|^2 / p at the last checkpoint (exact per-example gradients, float64):
+    the unit of the influence family's relative damping (lambda = damping * unit)."""
     from attributor.features.gradients import per_example_gradients, tracked_parameter_names
     from attributor.methods._context import model_at
 
@@ -485,7 +466,7 @@ def _squared_loss_gradient_norm(variant: BenchVariant) -> float:
     for start in range(0, len(data.labels), 512):
         batch = (torch.as_tensor(data.inputs[start : start + 512]).to(torch.float64), data.labels[start : start + 512])
         total += float((per_example_gradients(model, context.task, batch, names, function="train_loss") ** 2).sum())
-    return total
+    return total / int(variant.store.settings["n_params"])
 
 
 def _convex_ground_truth(task, clean, recipe, suite, out, executor, progress) -> dict[str, Any]:
