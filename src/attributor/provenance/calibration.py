@@ -34,7 +34,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -136,15 +136,16 @@ def load_calibration(path: PathLike) -> Calibration:
     return Calibration(out, data.get("source") if isinstance(data.get("source"), dict) else {})
 
 
-def _ancestors(infos: dict[str, ModelInfo], present: set[str]) -> dict[str, set[str]]:
-    """Every model's ancestors among ``present``, itself included."""
+def ancestors(parents: Mapping[str, Sequence[str]], present: set[str]) -> dict[str, set[str]]:
+    """Every model's ancestors among ``present``, itself included (``parents``: model id -> its
+    parents' ids). Two models are related when these sets meet (a merge is related to both sides)."""
     out: dict[str, set[str]] = {}
 
     def walk(model: str, seen: set[str]) -> set[str]:
         if model in out:
             return out[model]
         found = {model}
-        for parent in infos[model].parents if model in infos else ():
+        for parent in parents.get(model, ()):
             if parent in present and parent not in seen:
                 found |= walk(parent, seen | {model})
         out[model] = found
@@ -163,11 +164,11 @@ def labelled_pairs(models: Sequence[str], infos: Sequence[ModelInfo]) -> tuple[l
         raise DataError(f"{len(missing)} model(s) of the results have no model info entry: "
                         f"{', '.join(missing[:10])}; the calibration needs every model's parents")
     present = set(models)
-    ancestors = _ancestors(info, present)
+    lineage = ancestors({m: i.parents for m, i in info.items()}, present)
     index = {m: i for i, m in enumerate(models)}
     edges = sorted({tuple(sorted((index[m], index[p]))) for m in models for p in info[m].parents if p in present and p != m})
     unrelated = [(i, j) for i in range(len(models)) for j in range(i + 1, len(models))
-                 if not ancestors[models[i]] & ancestors[models[j]]]
+                 if not lineage[models[i]] & lineage[models[j]]]
     return edges, unrelated
 
 

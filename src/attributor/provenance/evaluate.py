@@ -21,7 +21,7 @@ Reported per method, each beside its chance level:
   pairs, and ``top1``: the share of models of that type whose most similar candidate base
   (a model of type Base other than itself) is one of their parents; ``n`` models.
 
-Unrelated pairs are of different families *and* share no root ancestor along ``parents`` (a
+Unrelated pairs are of different families *and* share no ancestor along ``parents`` (a
 merge of families A and B is related to both); on a zoo without merges that is "different
 families". Besides the methods, the report has a row ``combined``: the mean over the
 methods (all evaluated, or ``combine``) of each method's similarities z-scored over the
@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from attributor.errors import DataError
+from attributor.provenance.calibration import ancestors
 from attributor.provenance.experiment import ModelEntry, ProvenanceConfig, read_model_info, run_experiment, write_json_files
 from attributor.provenance.fingerprints import DEFAULT_METRIC, fingerprinter_names
 
@@ -88,17 +89,10 @@ class _Pairs:
         n = len(self.models)
         return [(i, j) for i in range(n) for j in range(i + 1, n) if keep(self.models[i], self.models[j])]
 
-    def roots(self, model_id: str, seen: frozenset[str] = frozenset()) -> set[str]:
-        """The root ancestors of a model along ``parents`` (itself if it has none)."""
-        by_id = {m.model_id: m for m in self.models}
-        entry = by_id.get(model_id)
-        if entry is None or not entry.parents or model_id in seen:
-            return {model_id}
-        return set().union(*(self.roots(p, seen | {model_id}) for p in entry.parents))
-
     def unrelated(self) -> list[tuple[int, int]]:
-        roots = {m.model_id: self.roots(m.model_id) for m in self.models}
-        return self.select(lambda a, b: a.family != b.family and not (roots[a.model_id] & roots[b.model_id]))
+        parents = {m.model_id: m.parents for m in self.models}
+        lineage = ancestors(parents, set(parents).union(*parents.values()))  # a parent outside the zoo still links
+        return self.select(lambda a, b: a.family != b.family and not (lineage[a.model_id] & lineage[b.model_id]))
 
     def base_with(self, types: Sequence[str]) -> list[tuple[int, int]]:
         def keep(a: ModelEntry, b: ModelEntry) -> bool:
