@@ -244,6 +244,8 @@ def bench(suite: str = typer.Option("quick", "--suite", help="quick (a few minut
           ray_address: Optional[str] = RayAddressOpt,
           projection: str = typer.Option("gaussian", "--projection", help="Projection of our gradient features: gaussian (dense), factored, sparse, rademacher."),
           task: Optional[List[str]] = typer.Option(None, "--task", help="Run only this task of the suite (repeatable); default: every task."),
+          damping: str = typer.Option("rule", "--damping", help="Ridges of TRAK and the influence functions: rule (the bench's fixed rules) or heldout (chosen per task by LDS on training rows held out, with --heldout-retrains retrains; damping.csv)."),
+          heldout_retrains: int = typer.Option(16, "--heldout-retrains", min=2, help="With --damping heldout: retrains of the validation task."),
           curve: bool = typer.Option(False, "--curve", help="Instead of the bench table: LDS against the number of independently trained models, the projection dimension and seconds (OUT/curve)."),
           curve_models: str = typer.Option("1,2,5,10", "--curve-models", help="With --curve: numbers of independent models."),
           curve_dims: str = typer.Option("256,512,1024,2048,4096", "--curve-dims", help="With --curve: projection dimensions k."),
@@ -266,6 +268,7 @@ def bench(suite: str = typer.Option("quick", "--suite", help="quick (a few minut
         typer.echo(f"{len(rows)} curve rows: {out / 'curve' / 'curve.csv'}, {out / 'curve' / 'curve.md'}")
         return
     rows = run_bench(suite, out, methods=chosen, peers=peers, executor=pool, progress=not quiet, projection=projection, tasks=task or None,
+                     damping=damping, heldout_retrains=heldout_retrains,
                      log=(lambda message: None) if quiet else (lambda message: typer.echo(message, err=True)))
     typer.echo(f"{len(rows)} rows: {out / 'results.csv'}, {out / 'results.md'}")
 

@@ -106,6 +106,27 @@ def test_explicit_scores_are_the_closed_form(softmax_problem):
     np.testing.assert_allclose(method.self_influence(), self_exact, rtol=1e-8)
 
 
+def test_explicit_with_damping_is_the_closed_form_at_the_new_damping(softmax_problem):
+    """A damping sweep re-factorises the stored curvature: the scores at the new damping are
+    the numpy closed form there, and the original fit is untouched."""
+    s = softmax_problem
+    method = ExplicitInfluence(damping=0.05).fit(None, "train", s["context"])
+    before = method.score("test").values.copy()
+    x, y, w, b = s["x"], s["y"], s["weight"], s["bias"]
+    g_train = _numpy_gradients(w, b, x[:N_TRAIN], y[:N_TRAIN], "loss")
+    g_test = _numpy_gradients(w, b, x[N_TRAIN : N_TRAIN + N_TEST], y[N_TRAIN : N_TRAIN + N_TEST], "margin")
+    p = g_train.shape[1]
+    for damping in (3.0, 1e-3):
+        twin = method.with_damping(damping)
+        lam = damping * (g_train**2).sum() / p
+        exact = -g_test @ np.linalg.solve(_numpy_hessian(w, b, x[:N_TRAIN]) + lam * np.eye(p), g_train.T)
+        assert twin.damping == damping and twin.lambda_ == pytest.approx(lam, rel=1e-12)
+        assert np.abs(twin.score("test").values - exact).max() <= 1e-8 * np.abs(exact).max()
+    np.testing.assert_array_equal(method.score("test").values, before)
+    with pytest.raises(ConfigError):
+        method.with_damping(-1.0)
+
+
 def test_explicit_predicts_leave_one_out_retraining(tmp_path):
     """score(z, z_j) ~ f(z; trained on S) - f(z; trained on S without z_j) at a regularised optimum."""
     data = load_breast_cancer()

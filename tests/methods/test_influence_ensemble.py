@@ -37,6 +37,13 @@ def test_all_checkpoints_is_the_mean_of_the_members(context, name, args):
     assert not np.allclose(members[0].score("test", dense=True).values, members[2].score("test", dense=True).values)
 
 
+def test_explicit_ensemble_with_damping_equals_a_fit_at_that_damping(context):
+    ensemble = get_method("if-explicit", checkpoint="all", damping=10.0).fit(None, "train", context)
+    fresh = get_method("if-explicit", checkpoint="all", damping=0.1).fit(None, "train", context)
+    np.testing.assert_allclose(ensemble.with_damping(0.1).score("test", dense=True).values,
+                               fresh.score("test", dense=True).values, rtol=1e-10, atol=1e-14)
+
+
 def test_a_list_of_checkpoints_and_bad_lists(context):
     two = get_method("if-explicit", checkpoint=[0, -1]).fit(None, "train", context)
     assert two.checkpoint_ == [0, 2]

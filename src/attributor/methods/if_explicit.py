@@ -22,10 +22,12 @@ checked against it.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from attributor.errors import ConfigError
-from attributor.methods._context import check_positive_int
+from attributor.methods._context import check_damping, check_positive_int
 from attributor.methods.curvature import COLUMNS, CURVATURES, Curvature
 from attributor.methods.influence import InfluenceFunction
 
@@ -82,8 +84,26 @@ class ExplicitInfluence(InfluenceFunction, key="if-explicit"):
         if not torch.isfinite(matrix).all():
             raise ConfigError(f"if-explicit: the curvature at checkpoint {self.checkpoint_} has non-finite entries")
         self.hessian_ = matrix
+        self._factorise()
+
+    def with_damping(self, damping: float) -> "ExplicitInfluence":
+        """This fitted method at relative ``damping``, sharing its curvature matrices and cached
+        gradients: only C + lambda I is factorised again (a damping sweep costs one O(p^3)
+        Cholesky per value and checkpoint instead of rebuilding C)."""
+        self._fitted()
+        check_damping(self.key, damping)
+        twin = copy.copy(self)
+        twin.damping = damping
+        if self.members_:
+            twin.members_ = [member.with_damping(damping) for member in self.members_]
+        else:
+            twin._factorise()
+        return twin
+
+    def _factorise(self) -> None:
+        p = self.n_params_
         self.lambda_ = self._family_lambda()
-        damped = matrix + self.lambda_ * torch.eye(p, dtype=torch.float64)
+        damped = self.hessian_ + self.lambda_ * torch.eye(p, dtype=torch.float64)
         factor, info = torch.linalg.cholesky_ex(damped)
         if int(info) != 0:
             smallest = float(torch.linalg.eigvalsh(damped)[0])

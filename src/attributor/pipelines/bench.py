@@ -12,6 +12,11 @@ For each task of a suite (see :mod:`attributor.pipelines.bench_tasks`):
 Outputs in DIR: results.csv and results.md (columns task, method, lds, lds_low, lds_high,
 lds_random, auc, auc_random, featurize_s, score_s, peak_mb), loo.csv, brittleness.csv,
 and tasks/ (checkpoints, stores, the retrain cache: a rerun costs only the scoring).
+
+Ridges: by default (``damping="rule"``) TRAK and the influence functions get the bench's
+fixed rules (:func:`method_args`). With ``damping="heldout"`` every method with a ridge
+gets the one it scores best with on a validation task built from the training set alone
+(:func:`select_damping_heldout`), written to damping.csv and the notes.
 """
 
 from __future__ import annotations
@@ -21,13 +26,12 @@ import io
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from attributor._io import atomic_write_text
-from attributor.data import load_dataset
 from attributor.errors import AttributorError, ConfigError
 from attributor.evaluation import detection_auc
 from attributor.evaluation.brittleness import brittleness
@@ -36,15 +40,17 @@ from attributor.evaluation.memory import PeakMemory
 from attributor.evaluation.retrain import Executor, LocalExecutor, random_subsets, retrain
 from attributor.features import FeatureStore, featurize, make_projector
 from attributor.methods import TrainingContext, get_method, method_names
-from attributor.pipelines.bench_tasks import SUITES, BenchTask, PreparedTask, Suite, prepare
+from attributor.pipelines.bench_tasks import SUITES, BenchTask, PreparedTask, Suite, load_task_data, prepare
 from attributor.progress import progress_bar
 from attributor.reports import Section, Table, write_markdown_report
 from attributor.tasks import ClassificationTask
 
 __all__ = ["run_bench", "COLUMNS", "Attribution", "BenchVariant", "load_variant", "lds_ground_truth", "attribute",
-           "method_args", "peer_damping", "select_tasks", "check_task", "trak_damping_for_l2", "influence_damping_unit"]
+           "method_args", "peer_damping", "select_tasks", "check_task", "trak_damping_for_l2", "influence_damping_unit",
+           "DampingSelection", "select_damping_heldout", "validation_task", "HELDOUT_METHODS", "HELDOUT_GRID"]
 
 COLUMNS = ["task", "method", "lds", "lds_low", "lds_high", "lds_random", "auc", "auc_random", "featurize_s", "score_s", "peak_mb"]
+DAMPING_COLUMNS = ["task", "method", "damping", "lds_heldout", "selected", "n_queries", "n_retrains"]
 
 
 @dataclass
@@ -207,8 +213,16 @@ def run_bench(
     projection: str = "gaussian",
     projection_seed: int | None = None,
     tasks: Sequence[str] | None = None,
+    damping: str = "rule",
+    heldout_retrains: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run a suite (``"quick"``, ``"full"`` or a :class:`Suite`) into ``out``; return the result rows.
+
+    ``damping``: ``"rule"`` (the bench's fixed ridges, :func:`method_args`) or ``"heldout"``
+    (each method of :data:`HELDOUT_METHODS` at the ridge :func:`select_damping_heldout` picks
+    on a validation task from the training set, with ``heldout_retrains`` retrains; the
+    peers get the matching ridge in their units). Writes damping.csv in both cases (the
+    selection's curve, or nothing but the header under ``"rule"``).
 
     ``projection_seed`` (default: each task's seed) seeds the random projections of ours and
     the peers; data, training and the LDS subsets keep the task's seed, so the retrains are
@@ -217,6 +231,8 @@ def run_bench(
     ``n_queries`` test examples), so a bad setting fails at once with a ConfigError.
     """
     suite = select_tasks(suite, tasks)
+    if damping not in DAMPING_MODES:
+        raise ConfigError(f"unknown bench damping {damping!r}; choose one of: {', '.join(DAMPING_MODES)}")
     for task in suite.tasks:
         check_task(task)
     out = Path(out)
@@ -228,7 +244,7 @@ def run_bench(
     peer_list = [m for m in ours if m in _peer_names()] or (list(_peer_names()) if use_peers and methods is None else [])
     ours = [m for m in ours if m in method_names()]
     executor = executor or LocalExecutor()
-    rows, loo_rows, brittle_rows, notes, per_query = [], [], [], [], []
+    rows, loo_rows, brittle_rows, notes, per_query, damping_rows = [], [], [], [], [], []
     for task in suite.tasks:
         log(f"task {task.name}: preparing")
         seed = task.seed if projection_seed is None else projection_seed
@@ -240,10 +256,21 @@ def run_bench(
         chance = lds_random(masks, actual, n_train, seed=task.seed)
         flags = noisy.prepared.data.flipped
         extras = _convex_ground_truth(task, clean, recipe, suite, out, executor, progress) if task.convex else None
+        selected: dict[str, DampingSelection] = {}
+        if damping == "heldout":
+            selectable = [m for m in ours if m in HELDOUT_METHODS and m not in dict(task.skip_methods)]
+            log(f"task {task.name}: choosing the ridges of {', '.join(selectable)} on held-out training rows")
+            selected = select_damping_heldout(selectable, task, suite, out, retrains=heldout_retrains or HELDOUT_RETRAINS,
+                                              executor=executor, progress=progress, projection=projection,
+                                              projection_seed=seed)
+            for name, selection in selected.items():
+                damping_rows += selection.rows(task.name)
+                notes.append(f"{task.name} / {name}: {selection.describe()}")
         for name in [*ours, *peer_list]:
             log(f"task {task.name}: {name}")
-            on_clean = attribute(name, task, clean, suite, out, scores=True)
-            on_noisy = attribute(name, task, noisy, suite, out, scores=False)
+            ridge = _selected_ridge(name, selected)
+            on_clean = attribute(name, task, clean, suite, out, scores=True, damping=ridge)
+            on_noisy = attribute(name, task, noisy, suite, out, scores=False, damping=ridge)
             row = {"task": task.name, "method": name, "lds_random": chance, "featurize_s": on_clean.featurize_s,
                    "score_s": on_clean.score_s, "peak_mb": on_clean.peak_mb}
             if on_clean.scores is not None:
@@ -264,8 +291,102 @@ def run_bench(
         if extras is not None:
             random_scores = np.random.default_rng(task.seed).standard_normal((task.n_queries, n_train))
             loo_rows.append({"task": task.name, "method": "random scores", **loo_correlation(random_scores, *extras["loo"])})
-    _write(out, rows, loo_rows, brittle_rows, notes, suite, per_query)
+    _write(out, rows, loo_rows, brittle_rows, notes, suite, per_query, damping_rows)
     return rows
+
+
+#: How the bench sets the ridges (``run_bench(damping=...)``).
+DAMPING_MODES = ("rule", "heldout")
+
+#: Methods with a ridge that ``damping="heldout"`` selects: TRAK's relative damping
+#: (lambda = d trace(K)/k) and the influence family's (lambda = d sum_i |grad l_i|^2 / p).
+HELDOUT_METHODS = ("trak", "if-explicit", "if-cg", "if-lissa", "if-ekfac", "datainf")
+
+#: The argument that holds a method's ridge, where it is not ``damping`` (DataInf's
+#: per-layer lambda_l = lambda_scale * the layer's mean squared gradient norm).
+_RIDGE_ARGS = {"datainf": "lambda_scale"}
+
+#: The relative dampings the held-out selection tries: half decades from 1e-2 to 1e2.
+HELDOUT_GRID = tuple(float(x) for x in np.logspace(-2, 2, 9))
+
+#: Retrains (random halves of the remaining training rows) of the held-out selection.
+HELDOUT_RETRAINS = 16
+
+#: Which of our methods' selected ridge a peer gets (converted into the peer's units).
+_PEER_RIDGE_FROM = {"traker-trak": "trak", "dattri-trak": "trak", "dattri-if": "if-explicit"}
+
+
+def _selected_ridge(name: str, selected: dict[str, "DampingSelection"]) -> float | None:
+    source = _PEER_RIDGE_FROM.get(name, name)
+    return selected[source].damping if source in selected else None
+
+
+@dataclass(frozen=True)
+class DampingSelection:
+    """A method's ridge chosen on held-out training rows (:func:`select_damping_heldout`).
+
+    ``lds[i]`` is the held-out LDS at relative damping ``grid[i]`` (NaN where the method
+    failed at that damping); ``damping`` the grid value with the largest.
+    """
+
+    method: str
+    damping: float
+    grid: tuple[float, ...]
+    lds: tuple[float, ...]
+    n_queries: int
+    n_train: int
+    n_retrains: int
+
+    def rows(self, task: str) -> list[dict[str, Any]]:
+        return [{"task": task, "method": self.method, "damping": d, "lds_heldout": value, "selected": d == self.damping,
+                 "n_queries": self.n_queries, "n_retrains": self.n_retrains} for d, value in zip(self.grid, self.lds)]
+
+    def describe(self) -> str:
+        best = self.lds[self.grid.index(self.damping)]
+        edge = " (at the grid's edge)" if self.damping in (self.grid[0], self.grid[-1]) else ""
+        return (f"damping_selected {self.damping:g}{edge} (held-out LDS {best:.3f} on {self.n_queries} training rows "
+                f"held out of {self.n_train + self.n_queries}, {self.n_retrains} retrains; damping.csv has the curve)")
+
+
+def validation_task(task: BenchTask, fraction: float = 0.1, max_queries: int = 100) -> BenchTask:
+    """``task`` with ``fraction`` of its training rows (at least 10, at most ``max_queries``)
+    held out as its queries; its test split is not used. Named ``<task>-heldout``."""
+    n_train = len(load_task_data(task).y_train)
+    n = int(min(max_queries, max(10, round(fraction * n_train))))
+    return replace(task, name=f"{task.name}-heldout", holdout=n, n_queries=n)
+
+
+def select_damping_heldout(names: Sequence[str], task: BenchTask, suite: Suite, out: str | Path, *,
+                           grid: Sequence[float] = HELDOUT_GRID, retrains: int = HELDOUT_RETRAINS,
+                           executor: Executor | None = None, progress: bool = False, projection: str = "gaussian",
+                           projection_seed: int | None = None) -> dict[str, DampingSelection]:
+    """Each method's relative damping, chosen by LDS on a validation task cut from the training set.
+
+    The validation task (:func:`validation_task`) holds out 10% of the training rows (at
+    most 100) as queries, trains its own full model on the rest (same recipe and
+    checkpoints), featurizes both at ``suite.proj_dim``, and retrains ``retrains`` models on
+    random halves of the rest. Every damping of ``grid`` is scored by the LDS of the held-out
+    rows against those retrains; the largest wins. Nothing of the task's test split (its
+    queries, its LDS ground truth) is read. Cost: one full training, one featurization and
+    ``retrains`` retrains (cached under ``out``), plus one fit per method and grid value.
+    Methods that fail at every damping (e.g. a size limit) are left out of the result.
+    """
+    if retrains < 2:
+        raise ConfigError(f"the held-out ridge selection needs at least 2 retrains, got {retrains}")
+    grid = tuple(float(d) for d in grid)
+    vtask = validation_task(task)
+    vsuite = replace(suite, n_subsets=retrains)
+    variant = load_variant(vtask, "clean", out, vsuite, projection=projection, projection_seed=projection_seed,
+                           progress=progress)
+    masks, actual = lds_ground_truth(vtask, variant, vsuite, out, executor=executor, progress=progress)
+    chosen = {}
+    for name in names:
+        values = [float("nan") if scores is None else lds(scores, masks, actual, seed=task.seed)["lds"]
+                  for scores in _damping_sweep(name, vtask, variant, vsuite, out, grid)]
+        if np.isfinite(values).any():
+            best = grid[int(np.nanargmax(values))]
+            chosen[name] = DampingSelection(name, best, grid, tuple(values), vtask.n_queries, masks.shape[1], retrains)
+    return chosen
 
 
 def _peer_names() -> tuple[str, ...]:
@@ -291,9 +412,33 @@ def select_tasks(suite: str | Suite, tasks: Sequence[str] | None = None) -> Suit
     return replace(suite, tasks=tuple(t for t in suite.tasks if t.name in set(tasks)))
 
 
+def _damping_sweep(name: str, task: BenchTask, variant: BenchVariant, suite: Suite, out: str | Path,
+                   grid: Sequence[float]) -> Iterator[np.ndarray | None]:
+    """``name``'s query scores at each damping of ``grid`` (None where it failed). A method
+    with ``with_damping`` (if-explicit) is fitted once, at the grid's largest damping, and
+    re-damped; the others are fitted once per value."""
+    from attributor.methods import Method
+
+    if not hasattr(Method.lookup(name), "with_damping"):
+        for d in grid:
+            yield attribute(name, task, variant, suite, out, scores=True, damping=d).scores
+        return
+    try:
+        fitted = get_method(name, **{**method_args(name, task, variant), "damping": max(grid)})
+        fitted.fit(variant.store, "train", variant.context)
+    except AttributorError:
+        yield from (None for _ in grid)
+        return
+    for d in grid:
+        try:
+            yield fitted.with_damping(d).score("query", topk=1).values
+        except AttributorError:  # e.g. C + lambda I not positive definite at a small damping
+            yield None
+
+
 def check_task(task: BenchTask) -> None:
     """Refuse a task whose data cannot serve it (ConfigError), before anything is trained."""
-    data = load_dataset(task.dataset, test_fraction=task.test_fraction, max_train=task.max_train, seed=task.seed)
+    data = load_task_data(task)
     n_test = len(data.y_test)
     if task.n_queries > n_test:
         raise ConfigError(f"bench task {task.name!r} asks for n_queries={task.n_queries} but its test split has only "
@@ -336,17 +481,30 @@ def _variant(task: BenchTask, variant: str, out: Path, suite: Suite, progress: b
 
 
 def attribute(name: str, task: BenchTask, variant: BenchVariant, suite: Suite, out: str | Path, *, scores: bool = True,
-              args: dict[str, Any] | None = None) -> Attribution:
+              args: dict[str, Any] | None = None, damping: float | None = None) -> Attribution:
     """Run method or peer ``name`` on ``variant``: its (n_query, n_train) scores when ``scores``,
     else its (n_train,) self-influence (None, with a note, where the bench skips it).
 
     ``args`` replaces the bench's arguments (:func:`method_args`; for a peer, ``damping`` in
-    the peer's own units replaces :func:`peer_damping`).
+    the peer's own units replaces :func:`peer_damping`) and runs the method even where the
+    bench skips it. ``damping`` (a relative damping, ours: TRAK's or the influence family's)
+    replaces only the bench's ridge: a peer gets it converted into its units.
     """
+    if damping is not None and args is None:
+        if name in method_names():
+            with_ridge = {**method_args(name, task, variant), _RIDGE_ARGS.get(name, "damping"): float(damping)}
+            return _dispatch(name, task, variant, suite, out, scores, with_ridge, skips=True)
+        return _dispatch(name, task, variant, suite, out, scores,
+                         {"damping": peer_damping(name, task, variant, relative=float(damping))}, skips=True)
+    return _dispatch(name, task, variant, suite, out, scores, args, skips=args is None)
+
+
+def _dispatch(name: str, task: BenchTask, variant: BenchVariant, suite: Suite, out: str | Path, scores: bool,
+              args: dict[str, Any] | None, skips: bool) -> Attribution:
     skipped = dict(task.skip_methods).get(name)
-    if skipped is not None and args is None:
+    if skipped is not None and skips:
         return Attribution(note=f"not run on this task: {skipped}")
-    reason = None if scores or args is not None else skip_self_influence(
+    reason = None if scores or not skips else skip_self_influence(
         name, task, len(variant.prepared.train_set.labels), int(variant.store.settings["n_params"]))
     if reason is not None:
         return Attribution(note=f"no AUC: {reason}")
@@ -429,7 +587,7 @@ def peer_damping(name: str, task: BenchTask, variant: BenchVariant, relative: fl
         return 0.0
     if name == "dattri-if":
         n = store.split_size("train")
-        if task.convex:
+        if task.convex and relative is None:
             return task.l2 / n
         d = relative if relative is not None else method_args("if-explicit", task, variant).get("damping", 1e-2)
         return d * influence_damping_unit(variant) / n
@@ -497,8 +655,9 @@ def _median(values: np.ndarray) -> float | None:
     return float(np.median(finite)) if finite.size else None
 
 
-def _write(out: Path, rows, loo_rows, brittle_rows, notes, suite: Suite, per_query=()) -> None:
+def _write(out: Path, rows, loo_rows, brittle_rows, notes, suite: Suite, per_query=(), damping_rows=()) -> None:
     atomic_write_text(out / "results.csv", _csv(COLUMNS, rows))
+    atomic_write_text(out / "damping.csv", _csv(DAMPING_COLUMNS, list(damping_rows)))
     # every query's Spearman correlation, so that two methods' LDS can be compared paired by query
     atomic_write_text(out / "lds_per_query.csv", _csv(["task", "method", "query", "spearman"], list(per_query)))
     loo_columns = ["task", "method", "loo_pearson", "loo_spearman"]

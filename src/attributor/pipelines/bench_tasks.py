@@ -9,7 +9,7 @@ ours and the peers', sees the same checkpoints, queries and ground truth.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,13 @@ import torch
 
 from attributor._io import atomic_write_text
 from attributor.data import ArrayDataset, DatasetSplits, load_dataset
-from attributor.errors import UnknownNameError
+from attributor.errors import ConfigError, UnknownNameError
 from attributor.evaluation.retrain import ClassificationRecipe
 from attributor.models import save_checkpoint
 from attributor.models.training import fit_lbfgs, train
 from attributor.tasks import ClassificationTask
 
-__all__ = ["BenchTask", "Suite", "SUITES", "PreparedTask", "prepare"]
+__all__ = ["BenchTask", "Suite", "SUITES", "PreparedTask", "prepare", "load_task_data", "hold_out"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ class BenchTask:
     #: (method, reason) pairs: methods the bench does not run on this task, each with the
     #: reason written into the run's notes (the row stays, without numbers)
     skip_methods: tuple[tuple[str, str], ...] = ()
+    #: training rows held out of the training set and made the whole test split (so the
+    #: queries): the validation task on which ``bench.select_damping_heldout`` picks a
+    #: ridge without the task's own queries. 0: none.
+    holdout: int = 0
 
     @property
     def convex(self) -> bool:
@@ -152,11 +156,12 @@ def prepare(task: BenchTask, variant: str, root: Path) -> PreparedTask:
     """Load the data (``variant`` is ``clean`` or ``noisy``) and train the full model once."""
     if variant not in ("clean", "noisy"):
         raise UnknownNameError("bench variant", variant, ["clean", "noisy"])
-    noise = task.label_noise if variant == "noisy" else 0.0
-    data = load_dataset(task.dataset, test_fraction=task.test_fraction, label_noise=noise, max_train=task.max_train, seed=task.seed)
+    data = load_task_data(task, variant)
     folder = root / task.name / variant
     recipe = task.recipe(data)
-    settings = {key: value for key, value in asdict(task).items() if key != "skip_methods"}  # not part of the data
+    # skip_methods is not part of the data; holdout = 0 is left out so that earlier runs' models stay valid
+    settings = {key: value for key, value in asdict(task).items()
+                if key != "skip_methods" and not (key == "holdout" and value == 0)}
     spec = json.dumps({"task": settings, "variant": variant, "recipe": recipe.fingerprint()}, sort_keys=True)
     marker = folder / "checkpoints" / "recipe.json"
     if task.convex:
@@ -175,5 +180,33 @@ def prepare(task: BenchTask, variant: str, root: Path) -> PreparedTask:
         atomic_write_text(marker, spec)
     rates = None if task.convex else [task.lr] * len(paths)
     return PreparedTask(task, variant, data, paths, rates, folder)
+
+
+def load_task_data(task: BenchTask, variant: str = "clean") -> DatasetSplits:
+    """The data of ``task``'s ``variant`` (``noisy``: ``task.label_noise`` of the training labels
+    flipped), with ``task.holdout`` training rows held out as the test split."""
+    noise = task.label_noise if variant == "noisy" else 0.0
+    data = load_dataset(task.dataset, test_fraction=task.test_fraction, label_noise=noise, max_train=task.max_train, seed=task.seed)
+    return hold_out(data, task.holdout, seed=task.seed) if task.holdout else data
+
+
+def hold_out(data: DatasetSplits, n: int, seed: int = 0) -> DatasetSplits:
+    """``data`` with ``n`` random training rows (seeded) moved out of the training set; they
+    become the whole test split. The original test split is dropped, so nothing of it is seen."""
+    n_train = len(data.y_train)
+    if not 0 < n < n_train:
+        raise ConfigError(f"cannot hold out {n} of {n_train} training rows; choose 0 < holdout < {n_train}")
+    held = np.zeros(n_train, dtype=bool)
+    held[np.random.default_rng([seed, 20]).choice(n_train, size=n, replace=False)] = True
+    keep = ~held
+    return replace(
+        data, X_train=data.X_train[keep], y_train=data.y_train[keep], y_train_clean=data.y_train_clean[keep],
+        flipped=data.flipped[keep], X_test=data.X_train[held], y_test=data.y_train[held],
+        extra_train={key: value[keep] for key, value in data.extra_train.items()},
+        extra_test={key: value[held] for key, value in data.extra_train.items()},
+        texts_train=None if data.texts_train is None else data.texts_train[keep],
+        texts_test=None if data.texts_train is None else data.texts_train[held],
+        source={**data.source, "held_out": {"rows": n, "seed": seed}},
+    )
 
 
