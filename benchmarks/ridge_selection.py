@@ -14,6 +14,9 @@ bootstrap 95% interval over queries.
 
     python benchmarks/ridge_selection.py --bench runs/bench --out runs/ridge-selection --oracle trak
 
+``--oracle`` measures the listed methods at every d of the grid on the queries (if-explicit
+through ``bench.damping_sweep``: one fit, re-damped).
+
 Writes ``DIR/ridge_selection.csv`` (one row per task and method) and ``DIR/ridge_selection.md``.
 """
 
@@ -31,8 +34,8 @@ import numpy as np
 from attributor.evaluation.lds import lds
 from attributor.evaluation.retrain import LocalExecutor
 from attributor.methods import get_method
-from attributor.pipelines.bench import (HELDOUT_GRID, HELDOUT_RETRAINS, attribute, lds_ground_truth, load_variant,
-                                        method_args, select_damping_heldout, select_tasks)
+from attributor.pipelines.bench import (HELDOUT_GRID, HELDOUT_RETRAINS, attribute, damping_sweep, lds_ground_truth,
+                                        load_variant, method_args, select_damping_heldout, select_tasks)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_summary import paired_difference  # noqa: E402
@@ -50,10 +53,12 @@ def main() -> None:
     parser.add_argument("--oracle", nargs="*", default=["trak"], help="methods whose whole grid is also measured on the queries")
     parser.add_argument("--retrains", type=int, default=HELDOUT_RETRAINS)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--own-tasks", action="store_true",
+                        help="train and featurize the tasks under --out (not --bench's tasks/): safe beside another run")
     args = parser.parse_args()
     suite = replace(select_tasks("full", args.tasks), brittleness_queries=0)
     args.out.mkdir(parents=True, exist_ok=True)
-    for folder in ("cache", "tasks"):  # the full models, stores and retrains of the bench
+    for folder in ("cache",) if args.own_tasks else ("cache", "tasks"):  # the bench's retrains (and models, stores)
         link = args.out / folder
         if not link.exists():
             link.symlink_to((args.bench / folder).resolve())
@@ -83,11 +88,9 @@ def main() -> None:
                    "difference": difference[0], "difference_low": difference[1], "difference_high": difference[2],
                    "oracle_d": None, "oracle_lds": None, "selection_s": round(select_s, 1)}
             if name in (args.oracle or []):
-                by_d = {}
-                for d in HELDOUT_GRID:
-                    result = attribute(name, task, variant, suite, args.out, damping=d)
-                    if result.scores is not None:
-                        by_d[d] = lds(result.scores, masks, actual, seed=task.seed)["lds"]
+                by_d = {d: lds(scores, masks, actual, seed=task.seed)["lds"]
+                        for d, scores in zip(HELDOUT_GRID, damping_sweep(name, task, variant, suite, args.out, HELDOUT_GRID))
+                        if scores is not None}
                 if by_d:
                     row["oracle_d"] = max(by_d, key=by_d.get)
                     row["oracle_lds"] = by_d[row["oracle_d"]]

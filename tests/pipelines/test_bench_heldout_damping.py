@@ -110,6 +110,19 @@ def test_run_bench_heldout_writes_the_curve_and_runs_at_the_choice(tmp_path):
     assert selected == pytest.approx(float(chosen[0]["damping"]), rel=1e-3) and used == pytest.approx(selected, rel=1e-5)
 
 
+def test_if_cg_and_the_peers_take_the_matching_selection(tmp_path):
+    """if-cg solves if-explicit's system, so it runs at if-explicit's choice without a sweep of its own."""
+    run_bench(_suite(WINE), tmp_path, methods=["if-explicit", "if-cg"], peers=False, progress=False,
+              damping="heldout", heldout_retrains=3)
+    with open(tmp_path / "damping.csv", newline="") as handle:
+        curve = list(csv.DictReader(handle))
+    assert {r["method"] for r in curve} == {"if-explicit"}
+    chosen = next(float(r["damping"]) for r in curve if r["selected"] == "True")
+    notes = (tmp_path / "results.md").read_text()
+    taken = float(re.search(r"wine-logreg / if-cg: runs at if-explicit's held-out ridge, relative damping ([0-9.e+-]+)", notes).group(1))
+    assert taken == pytest.approx(chosen, rel=1e-3)
+
+
 def test_unknown_damping_mode_is_refused(tmp_path, capsys):
     with pytest.raises(ConfigError, match="bench damping"):
         run_bench(_suite(WINE), tmp_path / "x", methods=["trak"], peers=False, progress=False, damping="gcv")

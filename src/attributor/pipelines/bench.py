@@ -47,7 +47,7 @@ from attributor.tasks import ClassificationTask
 
 __all__ = ["run_bench", "COLUMNS", "Attribution", "BenchVariant", "load_variant", "lds_ground_truth", "attribute",
            "method_args", "peer_damping", "select_tasks", "check_task", "trak_damping_for_l2", "influence_damping_unit",
-           "DampingSelection", "select_damping_heldout", "validation_task", "HELDOUT_METHODS", "HELDOUT_GRID"]
+           "DampingSelection", "select_damping_heldout", "damping_sweep", "validation_task", "HELDOUT_METHODS", "HELDOUT_GRID"]
 
 COLUMNS = ["task", "method", "lds", "lds_low", "lds_high", "lds_random", "auc", "auc_random", "featurize_s", "score_s", "peak_mb"]
 DAMPING_COLUMNS = ["task", "method", "damping", "lds_heldout", "selected", "n_queries", "n_retrains"]
@@ -259,6 +259,8 @@ def run_bench(
         selected: dict[str, DampingSelection] = {}
         if damping == "heldout":
             selectable = [m for m in ours if m in HELDOUT_METHODS and m not in dict(task.skip_methods)]
+            # if-cg solves if-explicit's system iteratively: it takes that choice instead of its own costly sweep
+            selectable = [m for m in selectable if _RIDGE_FROM.get(m) not in selectable]
             log(f"task {task.name}: choosing the ridges of {', '.join(selectable)} on held-out training rows")
             selected = select_damping_heldout(selectable, task, suite, out, retrains=heldout_retrains or HELDOUT_RETRAINS,
                                               executor=executor, progress=progress, projection=projection,
@@ -269,6 +271,9 @@ def run_bench(
         for name in [*ours, *peer_list]:
             log(f"task {task.name}: {name}")
             ridge = _selected_ridge(name, selected)
+            if ridge is not None and name not in selected:
+                notes.append(f"{task.name} / {name}: runs at {_RIDGE_FROM[name]}'s held-out ridge, relative damping {ridge:g}"
+                             + (" converted into its units" if name in peer_list else ""))
             on_clean = attribute(name, task, clean, suite, out, scores=True, damping=ridge)
             on_noisy = attribute(name, task, noisy, suite, out, scores=False, damping=ridge)
             row = {"task": task.name, "method": name, "lds_random": chance, "featurize_s": on_clean.featurize_s,
@@ -312,12 +317,13 @@ HELDOUT_GRID = tuple(float(x) for x in np.logspace(-2, 2, 9))
 #: Retrains (random halves of the remaining training rows) of the held-out selection.
 HELDOUT_RETRAINS = 16
 
-#: Which of our methods' selected ridge a peer gets (converted into the peer's units).
-_PEER_RIDGE_FROM = {"traker-trak": "trak", "dattri-trak": "trak", "dattri-if": "if-explicit"}
+#: Whose selected ridge a method takes when it has none of its own: the peers (converted
+#: into their units) and if-cg, the iterative solve of if-explicit's system.
+_RIDGE_FROM = {"traker-trak": "trak", "dattri-trak": "trak", "dattri-if": "if-explicit", "if-cg": "if-explicit"}
 
 
 def _selected_ridge(name: str, selected: dict[str, "DampingSelection"]) -> float | None:
-    source = _PEER_RIDGE_FROM.get(name, name)
+    source = name if name in selected else _RIDGE_FROM.get(name)
     return selected[source].damping if source in selected else None
 
 
@@ -382,7 +388,7 @@ def select_damping_heldout(names: Sequence[str], task: BenchTask, suite: Suite, 
     chosen = {}
     for name in names:
         values = [float("nan") if scores is None else lds(scores, masks, actual, seed=task.seed)["lds"]
-                  for scores in _damping_sweep(name, vtask, variant, vsuite, out, grid)]
+                  for scores in damping_sweep(name, vtask, variant, vsuite, out, grid)]
         if np.isfinite(values).any():
             best = grid[int(np.nanargmax(values))]
             chosen[name] = DampingSelection(name, best, grid, tuple(values), vtask.n_queries, masks.shape[1], retrains)
@@ -412,7 +418,7 @@ def select_tasks(suite: str | Suite, tasks: Sequence[str] | None = None) -> Suit
     return replace(suite, tasks=tuple(t for t in suite.tasks if t.name in set(tasks)))
 
 
-def _damping_sweep(name: str, task: BenchTask, variant: BenchVariant, suite: Suite, out: str | Path,
+def damping_sweep(name: str, task: BenchTask, variant: BenchVariant, suite: Suite, out: str | Path,
                    grid: Sequence[float]) -> Iterator[np.ndarray | None]:
     """``name``'s query scores at each damping of ``grid`` (None where it failed). A method
     with ``with_damping`` (if-explicit) is fitted once, at the grid's largest damping, and
