@@ -17,7 +17,8 @@ bootstrap 95% interval over queries.
 ``--oracle`` measures the listed methods at every d of the grid on the queries (if-explicit
 through ``bench.damping_sweep``: one fit, re-damped).
 
-Writes ``DIR/ridge_selection.csv`` (one row per task and method) and ``DIR/ridge_selection.md``.
+Writes ``DIR/ridge_selection.csv`` (one row per task and method), ``DIR/ridge_selection.md``
+and ``DIR/heldout_curves.csv`` (the held-out LDS at every d, as the bench's damping.csv).
 """
 
 from __future__ import annotations
@@ -63,12 +64,14 @@ def main() -> None:
         if not link.exists():
             link.symlink_to((args.bench / folder).resolve())
     executor = LocalExecutor(args.workers)
-    rows = []
+    rows, curves = [], []
     for task in suite.tasks:
         names = [m for m in args.methods if m not in dict(task.skip_methods)]
         start = time.perf_counter()
         selected = select_damping_heldout(names, task, suite, args.out, retrains=args.retrains, executor=executor)
         select_s = time.perf_counter() - start
+        for selection in selected.values():
+            curves += selection.rows(task.name)
         variant = load_variant(task, "clean", args.out, suite)
         masks, actual = lds_ground_truth(task, variant, suite, args.out, executor=executor)
         for name in names:
@@ -102,6 +105,10 @@ def main() -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows({key: _fmt(value) for key, value in row.items()} for row in rows)
+    with open(args.out / "heldout_curves.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(curves[0]))
+        writer.writeheader()
+        writer.writerows({key: _fmt(value) for key, value in row.items()} for row in curves)
     lines = ["| task | method | rule: d, LDS | held-out: d (held-out LDS) | LDS at the held-out d | held-out - rule | best d on the queries (LDS) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
