@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attributor.evaluation.lds import paired_difference
 from attributor.evaluation.peers import PEERS
 
 TRAK_PEERS = ("traker-trak", "dattri-trak")
@@ -30,15 +31,6 @@ def _cell(row: dict[str, str] | None) -> str:
 
 def _lds(row: dict[str, str] | None) -> float | None:
     return float(row["lds"]) if row is not None and row.get("lds") else None
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray, *, n_bootstrap: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of a - b over the queries where both are defined, with a bootstrap 95% interval over queries."""
-    both = np.isfinite(a) & np.isfinite(b)
-    diff = a[both] - b[both]
-    boots = diff[np.random.default_rng(seed).integers(0, diff.size, size=(n_bootstrap, diff.size))].mean(axis=1)
-    low, high = np.percentile(boots, [2.5, 97.5])
-    return float(diff.mean()), float(low), float(high)
 
 
 def _per_query(paths: list[Path]) -> dict[tuple[str, str], np.ndarray]:

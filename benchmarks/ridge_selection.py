@@ -25,24 +25,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
-from attributor.evaluation.lds import lds
+from attributor.evaluation.lds import lds, paired_difference
 from attributor.evaluation.retrain import LocalExecutor
 from attributor.methods import get_method
 from attributor.pipelines.bench import (HELDOUT_GRID, HELDOUT_RETRAINS, attribute, damping_sweep, lds_ground_truth,
-                                        load_variant, method_args, select_damping_heldout, select_tasks)
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_summary import paired_difference  # noqa: E402
+                                        load_variant, method_args, ridge_arg, select_damping_heldout, select_tasks)
 
 METHODS = ("trak", "if-explicit", "if-lissa", "if-ekfac", "datainf")
-RIDGE_ARGS = {"datainf": "lambda_scale"}
 
 
 def main() -> None:
@@ -79,13 +72,13 @@ def main() -> None:
                 print(f"{task.name} / {name}: no damping could be scored on the validation task", flush=True)
                 continue
             choice = selected[name]
-            arg = RIDGE_ARGS.get(name, "damping")
+            arg = ridge_arg(name)
             rule_d = method_args(name, task, variant).get(arg, getattr(get_method(name), arg))
             at_rule = lds(attribute(name, task, variant, suite, args.out).scores, masks, actual, seed=task.seed)
             at_choice = lds(attribute(name, task, variant, suite, args.out, damping=choice.damping).scores, masks, actual,
                             seed=task.seed)
             difference = paired_difference(at_choice["per_query"], at_rule["per_query"])
-            row = {"task": task.name, "method": name, "rule_d": _rule(name, rule_d), "rule_lds": at_rule["lds"],
+            row = {"task": task.name, "method": name, "rule_d": f"{float(rule_d):.3g}", "rule_lds": at_rule["lds"],
                    "selected_d": choice.damping, "heldout_lds": choice.lds[choice.grid.index(choice.damping)],
                    "selected_lds": at_choice["lds"], "selected_low": at_choice["lds_low"], "selected_high": at_choice["lds_high"],
                    "difference": difference[0], "difference_low": difference[1], "difference_high": difference[2],
@@ -118,10 +111,6 @@ def main() -> None:
                      f"{r['difference']:+.3f} [{r['difference_low']:+.3f}, {r['difference_high']:+.3f}] | {oracle} |")
     (args.out / "ridge_selection.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def _rule(name: str, value: object) -> str:
-    return f"{float(value):.3g}"
 
 
 def _fmt(value: object) -> object:

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 
 from attributor.errors import DataError
-from attributor.evaluation.lds import lds, lds_random, loo_correlation
+from attributor.evaluation.lds import lds, lds_random, loo_correlation, paired_difference
 
 
 def test_lds_is_the_mean_spearman_of_subset_sums():
@@ -52,3 +52,17 @@ def test_loo_correlation_uses_full_minus_without():
     flipped = loo_correlation(-scores, removed, full, without)
     assert flipped["loo_pearson"] == pytest.approx(-1.0)
     assert pearsonr(scores[0, removed], full[0] - without[:, 0]).statistic == pytest.approx(1.0)
+
+
+def test_paired_difference_is_the_mean_over_queries_both_define():
+    """Two methods' per-query LDS, paired: the mean of a - b where both are finite, inside its interval."""
+    a = np.array([0.5, 0.7, np.nan, 0.9, 0.2])
+    b = np.array([0.4, 0.5, 0.3, np.nan, 0.1])
+    mean, low, high = paired_difference(a, b)
+    assert mean == pytest.approx(np.mean([0.1, 0.2, 0.1]))
+    assert low <= mean <= high and 0.1 - 1e-12 <= low and high <= 0.2 + 1e-12
+    assert paired_difference(a, a)[0] == 0.0
+    with pytest.raises(DataError, match="same queries"):
+        paired_difference(a, b[:4])
+    with pytest.raises(DataError, match="no query"):
+        paired_difference(np.array([np.nan, 1.0]), np.array([1.0, np.nan]))

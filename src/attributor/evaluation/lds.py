@@ -15,7 +15,7 @@ from scipy.stats import rankdata
 
 from attributor.errors import DataError
 
-__all__ = ["lds", "lds_random", "loo_correlation", "spearman_columns"]
+__all__ = ["lds", "lds_random", "loo_correlation", "spearman_columns", "paired_difference"]
 
 
 def spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -56,6 +56,21 @@ def lds(scores: np.ndarray, masks: np.ndarray, actual: np.ndarray, *, n_bootstra
     boots = valid[rng.integers(0, valid.size, size=(n_bootstrap, valid.size))].mean(axis=1)
     low, high = np.percentile(boots, [2.5, 97.5])
     return {"lds": float(valid.mean()), "lds_low": float(low), "lds_high": float(high), "per_query": per_query}
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, *, n_bootstrap: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """Two methods' per-query LDS (``lds(...)["per_query"]``) compared paired by query: the mean
+    of a - b over the queries where both are defined, with a bootstrap 95% interval over queries."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise DataError(f"paired_difference needs two (q,) arrays of the same queries; got {a.shape} and {b.shape}")
+    both = np.isfinite(a) & np.isfinite(b)
+    if not both.any():
+        raise DataError("paired_difference: no query has both values defined")
+    diff = a[both] - b[both]
+    boots = diff[np.random.default_rng(seed).integers(0, diff.size, size=(n_bootstrap, diff.size))].mean(axis=1)
+    low, high = np.percentile(boots, [2.5, 97.5])
+    return float(diff.mean()), float(low), float(high)
 
 
 def lds_random(masks: np.ndarray, actual: np.ndarray, n_train: int, *, seed: int = 0) -> float:

@@ -47,7 +47,8 @@ from attributor.tasks import ClassificationTask
 
 __all__ = ["run_bench", "COLUMNS", "Attribution", "BenchVariant", "load_variant", "lds_ground_truth", "attribute",
            "method_args", "peer_damping", "select_tasks", "check_task", "trak_damping_for_l2", "influence_damping_unit",
-           "DampingSelection", "select_damping_heldout", "damping_sweep", "validation_task", "HELDOUT_METHODS", "HELDOUT_GRID"]
+           "DampingSelection", "select_damping_heldout", "damping_sweep", "validation_task", "ridge_arg",
+           "HELDOUT_METHODS", "HELDOUT_GRID", "HELDOUT_RETRAINS"]
 
 COLUMNS = ["task", "method", "lds", "lds_low", "lds_high", "lds_random", "auc", "auc_random", "featurize_s", "score_s", "peak_mb"]
 DAMPING_COLUMNS = ["task", "method", "damping", "lds_heldout", "selected", "n_queries", "n_retrains"]
@@ -201,6 +202,30 @@ def _relative_damping_for_l2(task: BenchTask, variant: "BenchVariant") -> float:
     return task.l2 / influence_damping_unit(variant)
 
 
+#: How the bench sets the ridges (``run_bench(damping=...)``).
+DAMPING_MODES = ("rule", "heldout")
+
+#: Methods with a ridge that ``damping="heldout"`` selects: TRAK's relative damping
+#: (lambda = d trace(K)/k) and the influence family's (lambda = d sum_i |grad l_i|^2 / p).
+HELDOUT_METHODS = ("trak", "if-explicit", "if-cg", "if-lissa", "if-ekfac", "datainf")
+
+#: The relative dampings the held-out selection tries: half decades from 1e-2 to 1e2.
+HELDOUT_GRID = tuple(float(x) for x in np.logspace(-2, 2, 9))
+
+#: Retrains (random halves of the remaining training rows) of the held-out selection.
+HELDOUT_RETRAINS = 16
+
+#: Whose selected ridge a method takes when it has none of its own: the peers (converted
+#: into their units) and if-cg, the iterative solve of if-explicit's system.
+_RIDGE_FROM = {"traker-trak": "trak", "dattri-trak": "trak", "dattri-if": "if-explicit", "if-cg": "if-explicit"}
+
+
+def ridge_arg(name: str) -> str:
+    """The constructor argument that holds method ``name``'s ridge: ``damping``, or DataInf's
+    ``lambda_scale`` (per-layer lambda_l = lambda_scale * the layer's mean squared gradient norm)."""
+    return "lambda_scale" if name == "datainf" else "damping"
+
+
 def run_bench(
     suite: str | Suite,
     out: str | Path,
@@ -214,7 +239,7 @@ def run_bench(
     projection_seed: int | None = None,
     tasks: Sequence[str] | None = None,
     damping: str = "rule",
-    heldout_retrains: int | None = None,
+    heldout_retrains: int = HELDOUT_RETRAINS,
 ) -> list[dict[str, Any]]:
     """Run a suite (``"quick"``, ``"full"`` or a :class:`Suite`) into ``out``; return the result rows.
 
@@ -262,7 +287,7 @@ def run_bench(
             # if-cg solves if-explicit's system iteratively: it takes that choice instead of its own costly sweep
             selectable = [m for m in selectable if _RIDGE_FROM.get(m) not in selectable]
             log(f"task {task.name}: choosing the ridges of {', '.join(selectable)} on held-out training rows")
-            selected = select_damping_heldout(selectable, task, suite, out, retrains=heldout_retrains or HELDOUT_RETRAINS,
+            selected = select_damping_heldout(selectable, task, suite, out, retrains=heldout_retrains,
                                               executor=executor, progress=progress, projection=projection,
                                               projection_seed=seed)
             for name, selection in selected.items():
@@ -298,28 +323,6 @@ def run_bench(
             loo_rows.append({"task": task.name, "method": "random scores", **loo_correlation(random_scores, *extras["loo"])})
     _write(out, rows, loo_rows, brittle_rows, notes, suite, per_query, damping_rows)
     return rows
-
-
-#: How the bench sets the ridges (``run_bench(damping=...)``).
-DAMPING_MODES = ("rule", "heldout")
-
-#: Methods with a ridge that ``damping="heldout"`` selects: TRAK's relative damping
-#: (lambda = d trace(K)/k) and the influence family's (lambda = d sum_i |grad l_i|^2 / p).
-HELDOUT_METHODS = ("trak", "if-explicit", "if-cg", "if-lissa", "if-ekfac", "datainf")
-
-#: The argument that holds a method's ridge, where it is not ``damping`` (DataInf's
-#: per-layer lambda_l = lambda_scale * the layer's mean squared gradient norm).
-_RIDGE_ARGS = {"datainf": "lambda_scale"}
-
-#: The relative dampings the held-out selection tries: half decades from 1e-2 to 1e2.
-HELDOUT_GRID = tuple(float(x) for x in np.logspace(-2, 2, 9))
-
-#: Retrains (random halves of the remaining training rows) of the held-out selection.
-HELDOUT_RETRAINS = 16
-
-#: Whose selected ridge a method takes when it has none of its own: the peers (converted
-#: into their units) and if-cg, the iterative solve of if-explicit's system.
-_RIDGE_FROM = {"traker-trak": "trak", "dattri-trak": "trak", "dattri-if": "if-explicit", "if-cg": "if-explicit"}
 
 
 def _selected_ridge(name: str, selected: dict[str, "DampingSelection"]) -> float | None:
@@ -498,7 +501,7 @@ def attribute(name: str, task: BenchTask, variant: BenchVariant, suite: Suite, o
     """
     if damping is not None and args is None:
         if name in method_names():
-            with_ridge = {**method_args(name, task, variant), _RIDGE_ARGS.get(name, "damping"): float(damping)}
+            with_ridge = {**method_args(name, task, variant), ridge_arg(name): float(damping)}
             return _dispatch(name, task, variant, suite, out, scores, with_ridge, skips=True)
         return _dispatch(name, task, variant, suite, out, scores,
                          {"damping": peer_damping(name, task, variant, relative=float(damping))}, skips=True)
