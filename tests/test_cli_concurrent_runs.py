@@ -70,3 +70,20 @@ def test_another_writers_temporary_config_is_not_a_foreign_file(tmp_path, capsys
     with Run(out, load_config(config, []), progress=False, lock=True):
         pass
     assert (out / "config.json").is_file()
+
+
+def test_a_run_made_by_another_process_while_the_loser_looks_is_not_foreign(tmp_path, monkeypatch, capsys):
+    """The loser checks for config.json, the winner then renames it into place and writes its data, and only then
+    does the loser list the folder: it must see a run directory and get the lock's one line, not "not an attributor
+    run directory"."""
+    config = _config(tmp_path)
+    out = tmp_path / "r"
+    with Run(out, load_config(config, []), progress=False, lock=True) as winner:
+        winner.data()
+        real_is_file = Path.is_file
+        monkeypatch.setattr(Path, "is_file", lambda p: False if p == out / "config.json" else real_is_file(p))
+        code = main(["featurize", "-c", str(config), "-o", str(out), "-q"])
+        monkeypatch.undo()
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1
+        assert f"another process is writing the run in {out}{ONE_MESSAGE}" in err

@@ -164,8 +164,11 @@ class Run:
         if not self.out.is_dir():
             return
         inputs = [Path(p).resolve() for p in self._input_paths()]
-        ours = [p for p in self.out.iterdir() if p.name == ".lock" or (p.name.startswith(".") and p.name.endswith(".tmp"))]
-        foreign = [p.name for p in self.out.iterdir()  # the lock and another writer's temporary files are not foreign
+        entries = list(self.out.iterdir())  # one listing: another process may be creating the run meanwhile
+        if any(p.name == "config.json" for p in entries):
+            return  # a run directory (perhaps made by another process since the caller looked); the lock decides
+        ours = {p for p in entries if p.name == ".lock" or (p.name.startswith(".") and p.name.endswith(".tmp"))}
+        foreign = [p.name for p in entries  # the lock and another writer's temporary files are not foreign
                    if p not in ours and not any(i == p.resolve() or p.resolve() in i.parents for i in inputs)]
         if foreign:
             raise StoreError(f"{self.out} exists and is not an attributor run directory (it holds {', '.join(sorted(foreign)[:3])}); "
