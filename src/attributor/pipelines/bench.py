@@ -41,7 +41,7 @@ from attributor.evaluation.retrain import Executor, LocalExecutor, random_subset
 from attributor.features import FeatureStore, featurize, make_projector
 from attributor.methods import TrainingContext, get_method, method_names
 from attributor.pipelines.bench_tasks import SUITES, BenchTask, PreparedTask, Suite, load_task_data, prepare
-from attributor.progress import progress_bar
+from attributor.progress import progress_bar, silenced_bars
 from attributor.reports import Section, Table, write_markdown_report
 from attributor.tasks import ClassificationTask
 
@@ -270,58 +270,59 @@ def run_bench(
     ours = [m for m in ours if m in method_names()]
     executor = executor or LocalExecutor()
     rows, loo_rows, brittle_rows, notes, per_query, damping_rows = [], [], [], [], [], []
-    for task in suite.tasks:
-        log(f"task {task.name}: preparing")
-        seed = task.seed if projection_seed is None else projection_seed
-        clean = load_variant(task, "clean", out, suite, projection=projection, projection_seed=seed, progress=progress)
-        noisy = load_variant(task, "noisy", out, suite, projection=projection, projection_seed=seed, progress=progress)
-        recipe = task.recipe(clean.prepared.data)
-        n_train = len(clean.prepared.data.y_train)
-        masks, actual = lds_ground_truth(task, clean, suite, out, executor=executor, progress=progress)
-        chance = lds_random(masks, actual, n_train, seed=task.seed)
-        flags = noisy.prepared.data.flipped
-        extras = _convex_ground_truth(task, clean, recipe, suite, out, executor, progress) if task.convex else None
-        selected: dict[str, DampingSelection] = {}
-        if damping == "heldout":
-            selectable = [m for m in ours if m in HELDOUT_METHODS and m not in dict(task.skip_methods)]
-            # if-cg solves if-explicit's system iteratively: it takes that choice instead of its own costly sweep
-            selectable = [m for m in selectable if _RIDGE_FROM.get(m) not in selectable]
-            log(f"task {task.name}: choosing the ridges of {', '.join(selectable)} on held-out training rows")
-            selected = select_damping_heldout(selectable, task, suite, out, retrains=heldout_retrains,
-                                              executor=executor, progress=progress, projection=projection,
-                                              projection_seed=seed)
-            for name, selection in selected.items():
-                damping_rows += selection.rows(task.name)
-                notes.append(f"{task.name} / {name}: {selection.describe()}")
-        for name in [*ours, *peer_list]:
-            log(f"task {task.name}: {name}")
-            ridge = _selected_ridge(name, selected)
-            if ridge is not None and name not in selected:
-                notes.append(f"{task.name} / {name}: runs at {_RIDGE_FROM[name]}'s held-out ridge, relative damping {ridge:g}"
-                             + (" converted into its units" if name in peer_list else ""))
-            on_clean = attribute(name, task, clean, suite, out, scores=True, damping=ridge)
-            on_noisy = attribute(name, task, noisy, suite, out, scores=False, damping=ridge)
-            row = {"task": task.name, "method": name, "lds_random": chance, "featurize_s": on_clean.featurize_s,
-                   "score_s": on_clean.score_s, "peak_mb": on_clean.peak_mb}
-            if on_clean.scores is not None:
-                result = lds(on_clean.scores, masks, actual, seed=task.seed)
-                row.update(lds=result["lds"], lds_low=result["lds_low"], lds_high=result["lds_high"])
-                per_query += [{"task": task.name, "method": name, "query": q, "spearman": value}
-                              for q, value in enumerate(result["per_query"].tolist())]
-            if on_noisy.self_influence is not None:
-                auc = detection_auc(on_noisy.self_influence, flags)
-                row.update(auc=auc["auc"], auc_random=auc["auc_random"])
-            for note in {on_clean.note, on_noisy.note} - {""}:
-                notes.append(f"{task.name} / {name}: {note}")
-            rows.append(row)
-            if extras is not None and on_clean.scores is not None:
-                loo_rows.append({"task": task.name, "method": name, **loo_correlation(on_clean.scores, *extras["loo"])})
-            if extras is not None and on_clean.scores is not None and suite.brittleness_queries > 0:
-                brittle_rows.append(_brittleness_row(task, name, on_clean.scores, recipe, extras, suite, out, executor, progress))
-        if extras is not None:
-            random_scores = np.random.default_rng(task.seed).standard_normal((task.n_queries, n_train))
-            loo_rows.append({"task": task.name, "method": "random scores", **loo_correlation(random_scores, *extras["loo"])})
-    _write(out, rows, loo_rows, brittle_rows, notes, suite, per_query, damping_rows)
+    with silenced_bars(not progress):  # the peers' own bars (traker, dattri) too
+        for task in suite.tasks:
+            log(f"task {task.name}: preparing")
+            seed = task.seed if projection_seed is None else projection_seed
+            clean = load_variant(task, "clean", out, suite, projection=projection, projection_seed=seed, progress=progress)
+            noisy = load_variant(task, "noisy", out, suite, projection=projection, projection_seed=seed, progress=progress)
+            recipe = task.recipe(clean.prepared.data)
+            n_train = len(clean.prepared.data.y_train)
+            masks, actual = lds_ground_truth(task, clean, suite, out, executor=executor, progress=progress)
+            chance = lds_random(masks, actual, n_train, seed=task.seed)
+            flags = noisy.prepared.data.flipped
+            extras = _convex_ground_truth(task, clean, recipe, suite, out, executor, progress) if task.convex else None
+            selected: dict[str, DampingSelection] = {}
+            if damping == "heldout":
+                selectable = [m for m in ours if m in HELDOUT_METHODS and m not in dict(task.skip_methods)]
+                # if-cg solves if-explicit's system iteratively: it takes that choice instead of its own costly sweep
+                selectable = [m for m in selectable if _RIDGE_FROM.get(m) not in selectable]
+                log(f"task {task.name}: choosing the ridges of {', '.join(selectable)} on held-out training rows")
+                selected = select_damping_heldout(selectable, task, suite, out, retrains=heldout_retrains,
+                                                  executor=executor, progress=progress, projection=projection,
+                                                  projection_seed=seed)
+                for name, selection in selected.items():
+                    damping_rows += selection.rows(task.name)
+                    notes.append(f"{task.name} / {name}: {selection.describe()}")
+            for name in [*ours, *peer_list]:
+                log(f"task {task.name}: {name}")
+                ridge = _selected_ridge(name, selected)
+                if ridge is not None and name not in selected:
+                    notes.append(f"{task.name} / {name}: runs at {_RIDGE_FROM[name]}'s held-out ridge, relative damping {ridge:g}"
+                                 + (" converted into its units" if name in peer_list else ""))
+                on_clean = attribute(name, task, clean, suite, out, scores=True, damping=ridge)
+                on_noisy = attribute(name, task, noisy, suite, out, scores=False, damping=ridge)
+                row = {"task": task.name, "method": name, "lds_random": chance, "featurize_s": on_clean.featurize_s,
+                       "score_s": on_clean.score_s, "peak_mb": on_clean.peak_mb}
+                if on_clean.scores is not None:
+                    result = lds(on_clean.scores, masks, actual, seed=task.seed)
+                    row.update(lds=result["lds"], lds_low=result["lds_low"], lds_high=result["lds_high"])
+                    per_query += [{"task": task.name, "method": name, "query": q, "spearman": value}
+                                  for q, value in enumerate(result["per_query"].tolist())]
+                if on_noisy.self_influence is not None:
+                    auc = detection_auc(on_noisy.self_influence, flags)
+                    row.update(auc=auc["auc"], auc_random=auc["auc_random"])
+                for note in {on_clean.note, on_noisy.note} - {""}:
+                    notes.append(f"{task.name} / {name}: {note}")
+                rows.append(row)
+                if extras is not None and on_clean.scores is not None:
+                    loo_rows.append({"task": task.name, "method": name, **loo_correlation(on_clean.scores, *extras["loo"])})
+                if extras is not None and on_clean.scores is not None and suite.brittleness_queries > 0:
+                    brittle_rows.append(_brittleness_row(task, name, on_clean.scores, recipe, extras, suite, out, executor, progress))
+            if extras is not None:
+                random_scores = np.random.default_rng(task.seed).standard_normal((task.n_queries, n_train))
+                loo_rows.append({"task": task.name, "method": "random scores", **loo_correlation(random_scores, *extras["loo"])})
+        _write(out, rows, loo_rows, brittle_rows, notes, suite, per_query, damping_rows)
     return rows
 
 
