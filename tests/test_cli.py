@@ -199,3 +199,19 @@ def test_ctrl_c_exits_130_with_a_message(tmp_path, tiny_config):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+
+
+def test_the_builtin_cnn_runs_on_images_and_refuses_other_rows(tmp_path, capsys):
+    config = tmp_path / "cnn.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "model": {"name": "cnn", "channels": [4, 8]}}))
+    code, _, err = run_cli(capsys, "score", "-c", config, "-o", tmp_path / "r", "-q")
+    assert code == 0, err
+    settings = json.loads((tmp_path / "r" / "store" / "manifest.json").read_text())["settings"]
+    assert settings["model"]["class"] == "SmallCNN"
+    assert settings["n_params"] == (9 * 4 + 4) + (9 * 4 * 8 + 8) + (8 * 16 * 10 + 10)  # conv 1x4, conv 4x8, 8 x 4x4 -> 10
+    scores = np.load(tmp_path / "r" / "scores" / "scores.npy")
+    assert scores.shape[1] == 240 and np.isfinite(scores).all()
+    code, _, err = run_cli(capsys, "score", "-c", config, "-o", tmp_path / "wine", "-q", "--set", "data.name=wine")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "13 features are not side x side" in err
+    code, _, err = run_cli(capsys, "score", "-c", config, "-o", tmp_path / "bad", "-q", "--set", "model.channels=[8]")
+    assert code == 2 and "model.channels" in err and not (tmp_path / "bad").exists()

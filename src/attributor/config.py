@@ -170,9 +170,11 @@ class ModelArgs(_Args):
     trained again; without, the ``train`` recipe trains the model and saves them.
     """
 
-    name: Optional[Literal["mlp", "logreg"]] = Field(None, description="built-in model, mlp or logreg (the default, mlp, "
-                                                     "applies when neither entry_point nor hf_path is given)")
+    name: Optional[Literal["mlp", "logreg", "cnn"]] = Field(None, description="built-in model, mlp, logreg or cnn (the "
+                                                            "default, mlp, applies when neither entry_point nor hf_path is "
+                                                            "given); cnn reads each row as a square one-channel image")
     hidden: list[int] = Field([128], description="hidden layer widths of the MLP")
+    channels: list[int] = Field([8, 16], min_length=2, max_length=2, description="the two convolutions' channels of the cnn")
     seed: int = Field(0, description="seed of the initial weights (built-in models and entry points)")
     entry_point: Optional[str] = Field(None, description="your model: 'module:function' or 'path/file.py:function' "
                                        "returning an nn.Module (its parameters n_features / n_classes, when it has them, "
@@ -189,11 +191,11 @@ class ModelArgs(_Args):
     checkpoints: Optional[list[str]] = Field(None, description="your checkpoints: files, glob patterns or HF folders, in "
                                              "ensemble order; used in place, never trained again")
 
-    @field_validator("hidden")
+    @field_validator("hidden", "channels")
     @classmethod
     def _positive(cls, value: list[int]) -> list[int]:
         if any(h < 1 for h in value):
-            raise ValueError("hidden widths must be >= 1")
+            raise ValueError("widths must be >= 1")
         return value
 
     @field_validator("checkpoints", mode="before")

@@ -259,7 +259,7 @@ class Run:
         if args.builtin is not None:
             if n_features is None:
                 raise ConfigError(f"the built-in model {args.builtin!r} reads numeric features; for text set model.hf_path or model.entry_point")
-            kwargs = {"hidden": args.hidden} if args.builtin == "mlp" else {}
+            kwargs = {"mlp": {"hidden": args.hidden}, "cnn": {"channels": args.channels}}.get(args.builtin, {})
             model = build_model(args.builtin, n_features, n_outputs, seed=args.seed, **kwargs)
         elif args.entry_point is not None:
             from attributor.models.loading import build_from_entry_point
