@@ -75,7 +75,7 @@ def main() -> None:
     executor = LocalExecutor(args.workers)
     rows, curves = [], []
     for task in suite.tasks:
-        names = [m for m in [*args.methods, *fixed] if m not in dict(task.skip_methods)]
+        names = [m for m in dict.fromkeys([*args.methods, *fixed]) if m not in dict(task.skip_methods)]
         start = time.perf_counter()
         to_select = [m for m in names if m not in fixed]
         selected = select_damping_heldout(to_select, task, suite, args.out, retrains=args.retrains, executor=executor) if to_select else {}

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tqdm import std
 from tqdm.auto import tqdm
 
 __all__ = ["progress_bar", "silenced_bars"]
@@ -24,8 +25,6 @@ def silenced_bars(silence: bool = True) -> Iterator[None]:
     if not silence:
         yield
         return
-    from tqdm import std
-
     original = std.tqdm.__init__
 
     def disabled(self: Any, *args: Any, **kwargs: Any) -> None:
